@@ -1,0 +1,75 @@
+// Package testenv gates tests on the real parts they need (Docker, root,
+// PostgreSQL, network namespaces). Outside CI a missing part skips the test;
+// under CI=true it fails it, so a skipped test never hides a missing install.
+package testenv
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+// Timeouts shared by the project's tests.
+const (
+	// Short bounds waits for things that should happen almost at once.
+	Short = 10 * time.Second
+	// Long bounds waits that involve real processes starting or backing off.
+	Long = 60 * time.Second
+)
+
+// InCI reports whether the tests run in CI, where a missing part is a failure.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// Missing skips t outside CI and fails it in CI, naming what to install.
+func Missing(t testing.TB, what string) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf("%s is required in CI but missing; .ci/run must install it", what)
+	}
+	t.Skipf("%s not available (set CI=true to make this a failure)", what)
+}
+
+// RequireRoot needs uid 0.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Missing(t, "root")
+	}
+}
+
+// RequireBinary needs an executable on PATH and returns its path.
+func RequireBinary(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		Missing(t, name)
+	}
+	return p
+}
+
+// RequireDocker needs a reachable Docker engine on /var/run/docker.sock.
+func RequireDocker(t testing.TB) {
+	t.Helper()
+	sock := "/var/run/docker.sock"
+	if h := os.Getenv("DOCKER_HOST"); len(h) > 7 && h[:7] == "unix://" {
+		sock = h[7:]
+	}
+	d := net.Dialer{Timeout: 2 * time.Second}
+	c, err := d.DialContext(context.Background(), "unix", sock)
+	if err != nil {
+		Missing(t, "a running Docker engine ("+err.Error()+")")
+		return
+	}
+	_ = c.Close()
+}
+
+// RequireNetns needs root and the ip tool to make network namespaces.
+func RequireNetns(t testing.TB) {
+	t.Helper()
+	RequireRoot(t)
+	RequireBinary(t, "ip")
+	RequireBinary(t, "unshare")
+}
