@@ -100,7 +100,6 @@ func TestRetryPolicy(t *testing.T) {
 	}
 }
 
-
 func TestStatusErrorCarriesFieldAndRetryAfter(t *testing.T) {
 	t.Parallel()
 	srv, _ := scripted(t, []int{400}, http.Header{"Retry-After": {"3"}}, nil)

@@ -152,10 +152,14 @@ type HeartbeatResponse struct {
 }
 
 // Interval returns the heartbeat interval as a duration.
-func (r HeartbeatResponse) Interval() time.Duration { return time.Duration(r.IntervalMS) * time.Millisecond }
+func (r HeartbeatResponse) Interval() time.Duration {
+	return time.Duration(r.IntervalMS) * time.Millisecond
+}
 
 // Interval returns the heartbeat interval as a duration.
-func (r RegisterResponse) Interval() time.Duration { return time.Duration(r.IntervalMS) * time.Millisecond }
+func (r RegisterResponse) Interval() time.Duration {
+	return time.Duration(r.IntervalMS) * time.Millisecond
+}
 
 // Error is the body of every non-2xx response.
 type Error struct {
