@@ -1,0 +1,210 @@
+// Package daemon is `molecule-agent run`: it loads the units, starts the
+// supervisor, serves the status API, speaks sd_notify, and on SIGTERM stops
+// every unit in reverse dependency order before it exits.
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/molecule-ai/molecule-agent/agent/config"
+	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/status"
+	"github.com/molecule-ai/molecule-agent/agent/supervisor"
+)
+
+// SecretGetter returns the current value of a named secret.
+type SecretGetter interface {
+	Get(name string) (secrets.Secret, bool)
+}
+
+// Options configure a Daemon.
+type Options struct {
+	Config  *config.Config
+	Log     *slog.Logger
+	Version string
+	// Drivers adds unit kinds beyond exec (e.g. "container").
+	Drivers map[string]DriverFactory
+	// Secrets resolves secret: references; nil means no secrets.
+	Secrets SecretGetter
+	// SecretPrefix is named in errors about missing secrets.
+	SecretPrefix string
+}
+
+// Daemon is one run of the agent.
+type Daemon struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	version string
+	drivers map[string]DriverFactory
+	secrets SecretGetter
+	prefix  string
+	started time.Time
+	notify  notifier
+
+	sup *supervisor.Supervisor
+
+	mu       sync.Mutex
+	phase    string
+	sections map[string]func() any
+}
+
+// New prepares a daemon; nothing runs until Run.
+func New(o Options) (*Daemon, error) {
+	d := &Daemon{cfg: o.Config, log: o.Log, version: o.Version, drivers: o.Drivers,
+		secrets: o.Secrets, prefix: o.SecretPrefix, started: time.Now(), phase: "starting",
+		notify: notifier{log: o.Log}, sections: map[string]func() any{}}
+	specs := make([]supervisor.Spec, 0, len(o.Config.Units))
+	for _, u := range o.Config.Units {
+		sp, err := d.specFor(u)
+		if err != nil {
+			return nil, err
+		}
+		specs = append(specs, sp)
+	}
+	sup, err := supervisor.New(o.Log, specs)
+	if err != nil {
+		return nil, err
+	}
+	d.sup = sup
+	return d, nil
+}
+
+// Supervisor gives other parts (updates, secrets refresh) the running units.
+func (d *Daemon) Supervisor() *supervisor.Supervisor { return d.sup }
+
+// AddSection adds a named part to the status report.
+func (d *Daemon) AddSection(name string, f func() any) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.sections[name] = f
+}
+
+// SetPhase sets the agent phase shown in status ("idle" once deprovisioned).
+func (d *Daemon) SetPhase(p string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.phase = p
+}
+
+// Report is the status report.
+func (d *Daemon) Report() status.Report {
+	d.mu.Lock()
+	r := status.Report{Agent: status.Agent{Version: d.version, PID: os.Getpid(), Started: d.started,
+		Role: d.cfg.Role, Phase: d.phase}, Sections: map[string]any{}}
+	fs := make(map[string]func() any, len(d.sections))
+	for k, f := range d.sections {
+		fs[k] = f
+	}
+	d.mu.Unlock()
+	for k, f := range fs {
+		r.Sections[k] = f()
+	}
+	r.Units = d.sup.Status()
+	return r
+}
+
+// Run supervises the units until ctx is cancelled, then stops them all and
+// returns nil. A cancelled context is a clean exit, not an error.
+func (d *Daemon) Run(ctx context.Context, background ...func(ctx context.Context)) error {
+	if err := supervisor.BecomeSubreaper(); err != nil {
+		d.log.Warn("cannot become child subreaper; orphaned grandchildren go to PID 1", "err", err)
+	}
+	if err := os.MkdirAll(d.cfg.RunDir, 0o711); err != nil {
+		return fmt.Errorf("run dir: %w", err)
+	}
+	srv, err := status.Listen(d.cfg.SocketPath(), d.Report)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(); err != nil {
+			d.log.Error("status API stopped", "err", err)
+		}
+	}()
+
+	unitsCtx, stopUnits := context.WithCancel(context.Background())
+	defer stopUnits()
+	d.sup.Start(unitsCtx)
+	d.SetPhase("running")
+	d.log.Info("agent running", "version", d.version, "units", len(d.cfg.Units),
+		"status_socket", d.cfg.SocketPath())
+	d.notify.ready()
+
+	bgCtx, stopBG := context.WithCancel(ctx)
+	for _, f := range background {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(bgCtx) }()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); d.notify.watchdog(bgCtx, func() bool { return true }) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); reapLoop(bgCtx) }()
+
+	<-ctx.Done()
+	d.SetPhase("stopping")
+	d.notify.stopping()
+	d.log.Info("agent stopping: stopping units")
+	stopBG()
+	d.sup.Stop()
+	stopUnits()
+	_ = srv.Close()
+	wg.Wait()
+	d.removeRunDir()
+	d.log.Info("agent stopped")
+	return nil
+}
+
+func (d *Daemon) secret(name string) (secrets.Secret, bool) {
+	if d.secrets == nil {
+		return secrets.Secret{}, false
+	}
+	return d.secrets.Get(name)
+}
+
+func (d *Daemon) missingSecrets(names []string) string {
+	var b strings.Builder
+	for i, n := range names {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(n)
+	}
+	if d.secrets == nil {
+		return fmt.Sprintf("needs secret %s but the agent has no secrets source (set secrets.source)", b.String())
+	}
+	if d.prefix != "" {
+		return fmt.Sprintf("secret %s missing: no parameter %s/%s in SSM (create it, or check the instance role can read %s)",
+			b.String(), d.prefix, names[0], d.prefix)
+	}
+	return fmt.Sprintf("secret %s missing from the secrets source", b.String())
+}
+
+// removeRunDir removes what the agent put in run_dir (secret files, socket).
+func (d *Daemon) removeRunDir() {
+	for _, u := range d.cfg.Units {
+		d.removeFiles(u, d.log)
+	}
+}
+
+// reapLoop reaps orphans that exit while their unit keeps running.
+func reapLoop(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			supervisor.ReapOrphans()
+		}
+	}
+}

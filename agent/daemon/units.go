@@ -1,0 +1,121 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/molecule-ai/molecule-agent/agent/config"
+	"github.com/molecule-ai/molecule-agent/agent/restart"
+	"github.com/molecule-ai/molecule-agent/agent/supervisor"
+)
+
+// DriverFactory builds the driver for one kind of unit (kind: container is
+// provided by the container package).
+type DriverFactory func(u config.Unit, log *slog.Logger) (supervisor.Driver, error)
+
+// baseEnv is what every exec unit gets besides its own env: the agent's own
+// environment (which may hold credentials) is never inherited.
+func baseEnv() []string {
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	for _, k := range []string{"LANG", "TZ"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+// specFor turns a configured unit into what the supervisor runs.
+func (d *Daemon) specFor(u config.Unit) (supervisor.Spec, error) {
+	log := d.log.With("unit", u.Name)
+	sig, err := config.ParseSignal(u.Stop.Signal)
+	if err != nil {
+		return supervisor.Spec{}, err
+	}
+	var drv supervisor.Driver
+	switch u.Kind {
+	case config.KindExec:
+		drv = &supervisor.ExecDriver{Command: u.Command, Args: u.Args, Dir: u.Dir, User: u.User,
+			StopSignal: sig, Log: log, Output: supervisor.OutputLimits{
+				LinesPerSecond: d.cfg.Log.LinesPerSecond, Burst: d.cfg.Log.Burst,
+				MaxLineBytes: d.cfg.Log.MaxLineBytes}}
+	default:
+		f, ok := d.drivers[u.Kind]
+		if !ok {
+			return supervisor.Spec{}, fmt.Errorf("unit %s: kind %s is not available in this agent", u.Name, u.Kind)
+		}
+		if drv, err = f(u, log); err != nil {
+			return supervisor.Spec{}, fmt.Errorf("unit %s: %w", u.Name, err)
+		}
+	}
+	sp := supervisor.Spec{
+		Name: u.Name, Kind: u.Kind, After: u.After, Driver: drv, Grace: u.Stop.Grace.Duration,
+		Restart: restart.Policy{Mode: restart.Mode(u.Restart.Policy),
+			InitialDelay: u.Restart.InitialDelay.Duration, MaxDelay: u.Restart.MaxDelay.Duration,
+			StableAfter: u.Restart.StableAfter.Duration, Budget: u.Restart.Budget,
+			Window: u.Restart.Window.Duration, NoRestart: u.Restart.NoRestartExitCodes},
+	}
+	if p := u.Ready; p != nil {
+		sp.ProbeInterval, sp.ProbeTimeout = p.Interval.Duration, p.Timeout.Duration
+		if p.HTTP != "" {
+			sp.Prober = &supervisor.HTTPProbe{URL: p.HTTP, Status: p.Status}
+		} else {
+			sp.Prober = &supervisor.TCPProbe{Addr: p.TCP}
+		}
+	}
+	mat := &materializer{d: d, unit: u, log: log}
+	sp.Prepare = mat.prepare
+	sp.Cleanup = mat.cleanup
+	return sp, nil
+}
+
+// materializer resolves a unit's env and files before each start.
+type materializer struct {
+	d    *Daemon
+	unit config.Unit
+	log  *slog.Logger
+}
+
+func (m *materializer) prepare(ctx context.Context) ([]string, error) {
+	env := baseEnv()
+	keys := make([]string, 0, len(m.unit.Env))
+	for k := range m.unit.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var missing []string
+	for _, k := range keys {
+		v := m.unit.Env[k]
+		if name, ok := strings.CutPrefix(v, config.SecretPrefix); ok {
+			s, found := m.d.secret(name)
+			if !found {
+				missing = append(missing, name)
+				continue
+			}
+			v = s.Reveal()
+		}
+		env = slices.DeleteFunc(env, func(e string) bool { return strings.HasPrefix(e, k+"=") })
+		env = append(env, k+"="+v)
+	}
+	for _, f := range m.unit.Files {
+		if name, ok := strings.CutPrefix(f.Content, config.SecretPrefix); ok {
+			if _, found := m.d.secret(name); !found {
+				missing = append(missing, name)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		return nil, &supervisor.BlockedError{Reason: m.d.missingSecrets(missing)}
+	}
+	if err := m.d.writeFiles(m.unit, m.log); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+func (m *materializer) cleanup() { m.d.removeFiles(m.unit, m.log) }
