@@ -25,11 +25,12 @@ type outputLogger struct {
 	limits OutputLimits
 	now    func() time.Time
 
-	mu      sync.Mutex
-	tokens  float64
-	last    time.Time
-	dropped int64
-	total   int64
+	mu         sync.Mutex
+	tokens     float64
+	last       time.Time
+	lastReport time.Time
+	dropped    int64
+	total      int64
 }
 
 func newOutputLogger(log *slog.Logger, l OutputLimits) *outputLogger {
@@ -85,8 +86,11 @@ func (o *outputLogger) emit(stream string, line []byte, truncated bool) {
 		return
 	}
 	o.tokens--
-	dropped := o.dropped
-	o.dropped = 0
+	var dropped int64
+	// Say what was dropped at most once a second.
+	if o.dropped > 0 && now.Sub(o.lastReport) >= time.Second {
+		dropped, o.dropped, o.lastReport = o.dropped, 0, now
+	}
 	o.mu.Unlock()
 	if dropped > 0 {
 		o.log.Warn("unit output rate-limited", "dropped_lines", dropped)
