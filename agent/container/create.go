@@ -1,0 +1,233 @@
+package container
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/registry"
+	"github.com/docker/docker/api/types/volume"
+	"github.com/docker/go-connections/nat"
+)
+
+// create makes (but does not start) the unit's container for image and env,
+// pulling the image and creating volumes and the network when missing.
+func (d *Driver) create(ctx context.Context, image string, env []string, hash, updateID string) (string, error) {
+	if err := d.ensureImage(ctx, image); err != nil {
+		return "", err
+	}
+	if err := d.ensureVolumes(ctx); err != nil {
+		return "", err
+	}
+	if err := d.ensureNetwork(ctx); err != nil {
+		return "", err
+	}
+	s := d.spec
+	labels := map[string]string{
+		LabelUnit: s.Unit, LabelAgent: d.opts.Agent, LabelSpecHash: hash, LabelImage: image,
+	}
+	if updateID != "" {
+		labels[LabelUpdate] = updateID
+	}
+	grace := int(s.stopGrace().Seconds())
+	cfg := &container.Config{
+		Image:        image,
+		Env:          env,
+		Cmd:          s.Cmd,
+		User:         s.User,
+		Labels:       labels,
+		StopSignal:   s.stopSignal(),
+		StopTimeout:  &grace,
+		ExposedPorts: nat.PortSet{},
+	}
+	if h := s.Healthcheck; h != nil {
+		cfg.Healthcheck = &container.HealthConfig{
+			Test: h.Test, Interval: h.Interval.Duration, Timeout: h.Timeout.Duration,
+			StartPeriod: h.StartPeriod.Duration, Retries: h.Retries,
+		}
+	}
+	host := &container.HostConfig{
+		PortBindings: nat.PortMap{},
+		NetworkMode:  container.NetworkMode(s.Network),
+		// The agent supervises; Docker must not restart behind its back.
+		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
+		LogConfig: container.LogConfig{Type: "json-file", Config: map[string]string{
+			"max-size": "10m", "max-file": "3",
+		}},
+	}
+	for _, v := range s.Volumes {
+		host.Mounts = append(host.Mounts, mount.Mount{Type: mount.TypeVolume, Source: v.Name, Target: v.Path, ReadOnly: v.ReadOnly})
+	}
+	for _, p := range s.Ports {
+		port := nat.Port(strconv.Itoa(int(p.ContainerPort)) + "/" + p.Proto)
+		cfg.ExposedPorts[port] = struct{}{}
+		host.PortBindings[port] = append(host.PortBindings[port], nat.PortBinding{HostIP: p.HostIP, HostPort: strconv.Itoa(int(p.HostPort))})
+	}
+	var netCfg *network.NetworkingConfig
+	if userNetwork(s.Network) {
+		netCfg = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
+			s.Network: {Aliases: []string{s.Unit}},
+		}}
+	}
+	name := d.opts.NamePrefix + s.Unit + "-" + hash[:12]
+	resp, err := d.opts.Client.ContainerCreate(ctx, cfg, host, netCfg, nil, name)
+	if cerrdefs.IsConflict(err) {
+		return "", fmt.Errorf("create container %s: the name is taken by a container without this agent's labels; remove or rename it: %w", name, err)
+	}
+	if err != nil {
+		return "", fmt.Errorf("create container %s: %w", name, err)
+	}
+	for _, w := range resp.Warnings {
+		d.log.Warn("docker create warning", "container", name, "warning", w)
+	}
+	return resp.ID, nil
+}
+
+func userNetwork(n string) bool {
+	switch n {
+	case "", "bridge", "host", "none", "default":
+		return false
+	}
+	return true
+}
+
+func (d *Driver) ensureVolumes(ctx context.Context) error {
+	for _, v := range d.spec.Volumes {
+		_, err := d.opts.Client.VolumeInspect(ctx, v.Name)
+		if err == nil {
+			continue
+		}
+		if !cerrdefs.IsNotFound(err) {
+			return fmt.Errorf("inspect volume %s: %w", v.Name, err)
+		}
+		_, err = d.opts.Client.VolumeCreate(ctx, volume.CreateOptions{
+			Name:   v.Name,
+			Labels: map[string]string{LabelUnit: d.spec.Unit, LabelAgent: d.opts.Agent},
+		})
+		if err != nil {
+			return fmt.Errorf("create volume %s: %w", v.Name, err)
+		}
+		d.log.Info("volume created", "volume", v.Name)
+	}
+	return nil
+}
+
+func (d *Driver) ensureNetwork(ctx context.Context) error {
+	n := d.spec.Network
+	if !userNetwork(n) {
+		return nil
+	}
+	_, err := d.opts.Client.NetworkInspect(ctx, n, network.InspectOptions{})
+	if err == nil {
+		return nil
+	}
+	if !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("inspect network %s: %w", n, err)
+	}
+	_, err = d.opts.Client.NetworkCreate(ctx, n, network.CreateOptions{
+		Driver: "bridge",
+		Labels: map[string]string{LabelAgent: d.opts.Agent},
+	})
+	if err != nil && !cerrdefs.IsConflict(err) {
+		return fmt.Errorf("create network %s: %w", n, err)
+	}
+	return nil
+}
+
+// ensureImage pulls image unless the engine has it, reporting progress.
+func (d *Driver) ensureImage(ctx context.Context, ref string) error {
+	if _, err := d.opts.Client.ImageInspect(ctx, ref); err == nil {
+		return nil
+	} else if !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("inspect image %s: %w", ref, err)
+	}
+	var auth registry.AuthConfig
+	if d.opts.Auth != nil {
+		a, err := d.opts.Auth(ctx, ref)
+		if err != nil {
+			return fmt.Errorf("registry credentials for %s: %w", ref, err)
+		}
+		auth = a
+	}
+	opts := image.PullOptions{}
+	if auth != (registry.AuthConfig{}) {
+		enc, err := registry.EncodeAuthConfig(auth)
+		if err != nil {
+			return fmt.Errorf("encode registry credentials: %w", err)
+		}
+		opts.RegistryAuth = enc
+	}
+	d.log.Info("pulling image", "image", ref)
+	rc, err := d.opts.Client.ImagePull(ctx, ref, opts)
+	if err != nil {
+		return fmt.Errorf("pull %s: %w", ref, err)
+	}
+	defer rc.Close()
+	if err := d.readPull(rc); err != nil {
+		return fmt.Errorf("pull %s: %w", ref, err)
+	}
+	if _, err := d.opts.Client.ImageInspect(ctx, ref); err != nil {
+		return fmt.Errorf("pull %s: image missing after pull: %w", ref, err)
+	}
+	return nil
+}
+
+// pullMessage is the part of Docker's pull progress stream we read.
+type pullMessage struct {
+	ID             string `json:"id"`
+	Status         string `json:"status"`
+	ProgressDetail struct {
+		Current int64 `json:"current"`
+		Total   int64 `json:"total"`
+	} `json:"progressDetail"`
+	Error string `json:"error"`
+}
+
+// readPull consumes the pull stream, updating the pull progress in Status.
+func (d *Driver) readPull(r io.Reader) error {
+	dec := json.NewDecoder(r)
+	type layer struct{ cur, total int64 }
+	layers := map[string]*layer{}
+	for {
+		var m pullMessage
+		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("read pull progress: %w", err)
+		}
+		if m.Error != "" {
+			return errors.New(m.Error)
+		}
+		if m.ID == "" {
+			continue
+		}
+		l := layers[m.ID]
+		if l == nil {
+			l = &layer{}
+			layers[m.ID] = l
+		}
+		switch m.Status {
+		case "Downloading":
+			l.cur, l.total = m.ProgressDetail.Current, m.ProgressDetail.Total
+		case "Download complete", "Pull complete", "Already exists":
+			if l.total > 0 {
+				l.cur = l.total
+			}
+		}
+		var p PullProgress
+		for _, l := range layers {
+			p.Layers++
+			p.Current += l.cur
+			p.Total += l.total
+		}
+		d.setPull(p)
+	}
+}

@@ -1,0 +1,236 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/registry"
+	"github.com/docker/docker/client"
+	"github.com/molecule-ai/molecule-agent/agent/supervisor"
+)
+
+// AuthFunc returns the credentials for pulling image; a zero AuthConfig
+// means anonymous. It is called before every pull, so rotated credentials
+// are picked up.
+type AuthFunc func(ctx context.Context, image string) (registry.AuthConfig, error)
+
+// Options configure a Driver.
+type Options struct {
+	// Client talks to the engine; make it with NewClient.
+	Client *client.Client
+	// Agent identifies this agent installation (stable across restarts); it
+	// scopes which containers the driver adopts. Required.
+	Agent string
+	// StateDir holds the unit's update state and journal. Required.
+	StateDir string
+	// NamePrefix starts container names (default "molecule-").
+	NamePrefix string
+	// Auth gives registry credentials for private images (nil: anonymous).
+	Auth AuthFunc
+	// UpdateWindow bounds the wait for a new version's readiness (default 60 s).
+	UpdateWindow time.Duration
+	// ProbeInterval is how often readiness is polled during an update
+	// (default 250 ms).
+	ProbeInterval time.Duration
+	Log           *slog.Logger
+}
+
+// NewClient connects to the local engine (DOCKER_HOST or the default
+// socket), negotiating the API version so old engines (20.10) work.
+func NewClient() (*client.Client, error) {
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	return cli, nil
+}
+
+// Driver runs one container unit. It implements supervisor.Driver and
+// supervisor.Reporter. Start and Update are serialised.
+type Driver struct {
+	opts      Options
+	spec      Spec
+	statePath string
+	log       *slog.Logger
+
+	op sync.Mutex // one Start/Update/Recover at a time
+
+	mu     sync.Mutex // guards st and status
+	st     unitState
+	status Status
+
+	// hook, when set (tests), runs as each update step begins; an error
+	// abandons the update on the spot, as if the agent had died.
+	hook func(step string) error
+}
+
+var (
+	_ supervisor.Driver   = (*Driver)(nil)
+	_ supervisor.Reporter = (*Driver)(nil)
+)
+
+// New returns the driver of one unit, loading its update state.
+func New(opts Options, spec Spec) (*Driver, error) {
+	if opts.Client == nil || opts.Agent == "" || opts.StateDir == "" {
+		return nil, errors.New("container driver needs a client, an agent ID and a state dir")
+	}
+	if spec.Unit == "" || spec.Image == "" {
+		return nil, errors.New("container spec needs a unit name and an image")
+	}
+	if opts.NamePrefix == "" {
+		opts.NamePrefix = "molecule-"
+	}
+	if opts.UpdateWindow <= 0 {
+		opts.UpdateWindow = 60 * time.Second
+	}
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = 250 * time.Millisecond
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	d := &Driver{
+		opts:      opts,
+		spec:      spec,
+		statePath: filepath.Join(opts.StateDir, "containers", spec.Unit+".json"),
+		log:       opts.Log.With("unit", spec.Unit),
+	}
+	st, err := loadState(d.statePath)
+	if err != nil {
+		return nil, err
+	}
+	if st.ConfigImage != spec.Image {
+		// The configuration names another image: it wins over older updates.
+		st.ConfigImage, st.Current, st.Bad, st.BadReason = spec.Image, "", "", ""
+	}
+	d.st = st
+	d.status = Status{Image: d.currentLocked()}
+	if st.Bad != "" {
+		d.status.Phase, d.status.To, d.status.Reason = PhaseRolledBack, st.Bad, st.BadReason
+	}
+	return d, nil
+}
+
+// currentLocked is the image the unit should run. d.mu must be held.
+func (d *Driver) currentLocked() string {
+	if d.st.Current != "" {
+		return d.st.Current
+	}
+	return d.spec.Image
+}
+
+// CurrentImage is the image the unit runs (or will run at its next start).
+func (d *Driver) CurrentImage() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.currentLocked()
+}
+
+// Start implements supervisor.Driver: it first settles an update that an
+// earlier agent left unfinished, then adopts a running container of this
+// unit whose spec hash matches, restarts a stopped matching one, or
+// replaces whatever else there is with a new container.
+func (d *Driver) Start(ctx context.Context, env []string) (supervisor.Instance, error) {
+	d.op.Lock()
+	defer d.op.Unlock()
+	if err := d.recoverLocked(ctx); err != nil {
+		return nil, err
+	}
+	in, err := d.ensure(ctx, d.CurrentImage(), env, "")
+	if err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// ensure makes exactly one container of the unit run image with env, and
+// returns it watched. updateID labels a container created by an update.
+func (d *Driver) ensure(ctx context.Context, image string, env []string, updateID string) (*Instance, error) {
+	hash := d.spec.hash(image, env)
+	cs, err := d.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var keep *container.Summary
+	for i := range cs {
+		c := &cs[i]
+		if c.Labels[LabelSpecHash] == hash && (keep == nil || (c.State == "running" && keep.State != "running")) {
+			keep = c
+		}
+	}
+	for _, c := range cs {
+		if keep != nil && c.ID == keep.ID {
+			continue
+		}
+		d.log.Info("removing container whose spec changed", "container", short(c.ID), "image", c.Labels[LabelImage])
+		if err := d.remove(ctx, c.ID, c.State == "running"); err != nil {
+			return nil, err
+		}
+	}
+	if keep != nil && keep.State == "running" {
+		d.log.Info("adopted running container", "container", short(keep.ID), "image", image)
+		return watch(d.opts.Client, keep.ID, image), nil
+	}
+	id := ""
+	if keep != nil {
+		id = keep.ID
+	} else if id, err = d.create(ctx, image, env, hash, updateID); err != nil {
+		return nil, err
+	}
+	if err := d.opts.Client.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+		return nil, fmt.Errorf("start container %s of unit %s: %w", short(id), d.spec.Unit, err)
+	}
+	d.log.Info("container started", "container", short(id), "image", image)
+	return watch(d.opts.Client, id, image), nil
+}
+
+// list returns every container of this unit and agent, running or not.
+func (d *Driver) list(ctx context.Context) ([]container.Summary, error) {
+	f := filters.NewArgs(
+		filters.Arg("label", LabelUnit+"="+d.spec.Unit),
+		filters.Arg("label", LabelAgent+"="+d.opts.Agent),
+	)
+	cs, err := d.opts.Client.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		return nil, fmt.Errorf("list containers of unit %s: %w", d.spec.Unit, err)
+	}
+	return cs, nil
+}
+
+// remove stops (if asked) and removes a container; its named volumes stay.
+func (d *Driver) remove(ctx context.Context, id string, stop bool) error {
+	if stop {
+		if err := d.stop(ctx, id); err != nil {
+			return err
+		}
+	}
+	err := d.opts.Client.ContainerRemove(ctx, id, container.RemoveOptions{RemoveVolumes: false, Force: true})
+	if err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
+		return fmt.Errorf("remove container %s: %w", short(id), err)
+	}
+	return nil
+}
+
+// stop stops a container within the unit's grace, keeping it.
+func (d *Driver) stop(ctx context.Context, id string) error {
+	secs := int(d.spec.stopGrace().Round(time.Second) / time.Second)
+	err := d.opts.Client.ContainerStop(ctx, id, container.StopOptions{Timeout: &secs})
+	if err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("stop container %s: %w", short(id), err)
+	}
+	return nil
+}
+
+// Report implements supervisor.Reporter: image and update progress, never
+// a secret.
+func (d *Driver) Report() map[string]string {
+	return d.Status().Report()
+}

@@ -1,0 +1,141 @@
+package container
+
+import (
+	"encoding/base64"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/molecule-ai/molecule-agent/agent/config"
+	"github.com/molecule-ai/molecule-agent/agent/secrets"
+)
+
+func TestParseAuth(t *testing.T) {
+	b64 := base64.StdEncoding.EncodeToString([]byte("bot:tok3n"))
+	tests := []struct {
+		name, secret, host string
+		wantUser, wantPass string
+		wantErr            string
+	}{
+		{"user:token", "bot:tok3n", "ghcr.io", "bot", "tok3n", ""},
+		{"config auth", `{"auths":{"ghcr.io":{"auth":"` + b64 + `"}}}`, "ghcr.io", "bot", "tok3n", ""},
+		{"config https key", `{"auths":{"https://ghcr.io/v2/":{"username":"bot","password":"tok3n"}}}`, "ghcr.io", "bot", "tok3n", ""},
+		{"docker hub alias", `{"auths":{"https://index.docker.io/v1/":{"auth":"` + b64 + `"}}}`, "docker.io", "bot", "tok3n", ""},
+		{"no entry", `{"auths":{"quay.io":{"auth":"` + b64 + `"}}}`, "ghcr.io", "", "", "no entry for ghcr.io"},
+		{"bad json", `{"auths":`, "ghcr.io", "", "", "do not parse"},
+		{"bad base64", `{"auths":{"ghcr.io":{"auth":"%%%"}}}`, "ghcr.io", "", "", "not base64"},
+		{"empty", "  ", "ghcr.io", "", "", "empty"},
+		{"no colon", "justatoken", "ghcr.io", "", "", "neither"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseAuth(secrets.New(tt.secret), tt.host)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseAuth err = %v, want one containing %q", err, tt.wantErr)
+				}
+				if strings.Contains(err.Error(), "tok3n") {
+					t.Errorf("error %q quotes the secret", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseAuth: %v", err)
+			}
+			if got.Username != tt.wantUser || got.Password != tt.wantPass || got.ServerAddress != tt.host {
+				t.Errorf("ParseAuth = %s/%s@%s, want %s/%s@%s", got.Username, got.Password, got.ServerAddress, tt.wantUser, tt.wantPass, tt.host)
+			}
+		})
+	}
+}
+
+func TestRegistryHost(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres:16": "docker.io",
+		"ghcr.io/molecule-ai/platform-tenant@sha256:" + strings.Repeat("a", 64): "ghcr.io",
+		"127.0.0.1:5000/test/app": "127.0.0.1:5000",
+	} {
+		if got, err := RegistryHost(in); err != nil || got != want {
+			t.Errorf("RegistryHost(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
+
+func TestSpecHash(t *testing.T) {
+	s := Spec{Unit: "app", Image: "x", Volumes: []config.VolumeMount{{Name: "v", Path: "/d"}}}
+	base := s.hash("img@1", []string{"A=1", "SECRET=hunter2"})
+	tests := []struct {
+		name  string
+		s     Spec
+		image string
+		env   []string
+		same  bool
+	}{
+		{"same", s, "img@1", []string{"A=1", "SECRET=hunter2"}, true},
+		{"env order", s, "img@1", []string{"SECRET=hunter2", "A=1"}, true},
+		{"secret rotated", s, "img@1", []string{"A=1", "SECRET=hunter3"}, false},
+		{"image", s, "img@2", []string{"A=1", "SECRET=hunter2"}, false},
+		{"volume", Spec{Unit: "app", Image: "x"}, "img@1", []string{"A=1", "SECRET=hunter2"}, false},
+		{"cmd", Spec{Unit: "app", Image: "x", Volumes: s.Volumes, Cmd: []string{"-v"}}, "img@1", []string{"A=1", "SECRET=hunter2"}, false},
+		{"stop signal default", Spec{Unit: "app", Image: "x", Volumes: s.Volumes, StopSignal: "SIGTERM"}, "img@1", []string{"A=1", "SECRET=hunter2"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.s.hash(tt.image, tt.env)
+			if (got == base) != tt.same {
+				t.Errorf("hash equal = %v, want %v", got == base, tt.same)
+			}
+			if len(got) != 64 || strings.Contains(got, "hunter") {
+				t.Errorf("hash = %q, want 64 hex digits", got)
+			}
+		})
+	}
+}
+
+func TestStateRoundTrip(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "containers", "app.json")
+	st, err := loadState(p)
+	if err != nil || st.Pending != nil || st.Current != "" {
+		t.Fatalf("loadState(missing) = %+v, %v; want zero state", st, err)
+	}
+	want := unitState{ConfigImage: "a", Current: "b", Previous: "a", Bad: "c", Pending: &journal{ID: "1", Step: stepWaiting, OldID: "o", NewID: "n"}}
+	if err := saveState(p, want); err != nil {
+		t.Fatalf("saveState: %v", err)
+	}
+	got, err := loadState(p)
+	if err != nil {
+		t.Fatalf("loadState: %v", err)
+	}
+	if got.Current != want.Current || got.Bad != want.Bad || got.Pending == nil || *got.Pending != *want.Pending {
+		t.Errorf("round trip = %+v, want %+v", got, want)
+	}
+	matches, _ := filepath.Glob(p + ".tmp-*")
+	if len(matches) != 0 {
+		t.Errorf("temp files left: %v", matches)
+	}
+}
+
+func TestStatusReport(t *testing.T) {
+	tests := []struct {
+		s    Status
+		want map[string]string
+	}{
+		{Status{Image: "i"}, map[string]string{"image": "i"}},
+		{Status{Image: "i", Phase: PhasePulling, To: "j", Pull: PullProgress{Current: 5, Total: 10}},
+			map[string]string{"image": "i", "update_phase": "pulling", "update_to": "j", "pull_bytes": "5/10"}},
+		{Status{Image: "i", Phase: PhaseRolledBack, To: "j", Reason: "not ready"},
+			map[string]string{"image": "i", "update_phase": "rolled_back", "update_to": "j", "update_reason": "not ready"}},
+	}
+	for _, tt := range tests {
+		got := tt.s.Report()
+		if len(got) != len(tt.want) {
+			t.Errorf("Report() = %v, want %v", got, tt.want)
+			continue
+		}
+		for k, v := range tt.want {
+			if got[k] != v {
+				t.Errorf("Report()[%s] = %q, want %q", k, got[k], v)
+			}
+		}
+	}
+}

@@ -1,0 +1,283 @@
+package container
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
+	"github.com/molecule-ai/molecule-agent/agent/config"
+	"github.com/molecule-ai/molecule-agent/agent/supervisor"
+)
+
+// EnvFunc materialises a unit's env (KEY=VALUE, secrets resolved) for a new
+// container; it runs on every (re)creation so env is never frozen.
+type EnvFunc func(ctx context.Context) ([]string, error)
+
+// ErrNotPinned is returned for a desired image given by tag.
+var ErrNotPinned = errors.New("desired image is not pinned by digest")
+
+// RolledBackError says an update was rolled back and why.
+type RolledBackError struct {
+	Image  string
+	Reason string
+}
+
+func (e *RolledBackError) Error() string {
+	return "update to " + e.Image + " rolled back: " + e.Reason
+}
+
+// Wants reports whether desired differs from what the unit runs and should
+// be applied. A tag is refused (ErrNotPinned); a unit whose update policy is
+// never wants nothing; an image that was rolled back is not wanted again
+// until the desired state has named another image in between.
+func (d *Driver) Wants(desired string) (bool, error) {
+	if !config.IsDigestPinned(desired) {
+		return false, fmt.Errorf("unit %s: %w: %q (use repo@sha256:<digest>)", d.spec.Unit, ErrNotPinned, desired)
+	}
+	if d.spec.UpdatePolicy == config.UpdateNever {
+		return false, nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.st.Bad != "" && d.st.Bad != desired {
+		// The desired state changed: the bad image may be retried later.
+		d.st.Bad, d.st.BadReason = "", ""
+		if err := saveState(d.statePath, d.st); err != nil {
+			return false, err
+		}
+	}
+	return desired != d.currentLocked() && desired != d.st.Bad, nil
+}
+
+// UpdateFunc adapts Update to supervisor.Supervisor.Replace.
+func (d *Driver) UpdateFunc(desired string, env EnvFunc, ready supervisor.Prober) supervisor.ReplaceFunc {
+	return func(ctx context.Context, old supervisor.Instance) (supervisor.Instance, error) {
+		return d.Update(ctx, old, desired, env, ready)
+	}
+}
+
+// Update replaces the running instance old with a container of desired
+// (pulling it first, while old serves) and returns the instance to supervise
+// from now on: the new one once ready proves it, or old restarted after a
+// rollback (with a *RolledBackError). If the pull fails, old is returned
+// untouched with the error.
+func (d *Driver) Update(ctx context.Context, old supervisor.Instance, desired string, env EnvFunc, ready supervisor.Prober) (supervisor.Instance, error) {
+	d.op.Lock()
+	defer d.op.Unlock()
+	if want, err := d.Wants(desired); err != nil || !want {
+		return old, err
+	}
+	oldID, err := d.containerID(ctx, old)
+	if err != nil {
+		return old, err
+	}
+	from := d.CurrentImage()
+	j := &journal{ID: newUpdateID(), From: from, To: desired, OldID: oldID, Started: time.Now().UTC()}
+	log := d.log.With("update", j.ID, "from", from, "to", desired)
+
+	d.setPhase(PhasePulling, from, desired, "")
+	if err := d.step(j, stepPulling); err != nil {
+		return nil, err
+	}
+	if err := d.ensureImage(ctx, desired); err != nil {
+		return old, d.abandon(j, fmt.Errorf("unit %s: %w", d.spec.Unit, err))
+	}
+	envv, err := env(ctx)
+	if err != nil {
+		return old, d.abandon(j, fmt.Errorf("unit %s: materialise env: %w", d.spec.Unit, err))
+	}
+
+	d.setPhase(PhaseStarting, from, desired, "")
+	if err := d.step(j, stepStoppingOld); err != nil {
+		return nil, err
+	}
+	if err := old.Stop(ctx, d.spec.stopGrace()); err != nil {
+		return d.rollback(ctx, j, nil, "stop old container: "+err.Error(), false)
+	}
+	if err := d.step(j, stepStartingNew); err != nil {
+		return nil, err
+	}
+	newIn, err := d.startNew(ctx, j, envv)
+	if err != nil {
+		return d.rollback(ctx, j, nil, err.Error(), false)
+	}
+
+	d.setPhase(PhaseWaiting, from, desired, "")
+	if err := d.step(j, stepWaiting); err != nil {
+		return nil, err
+	}
+	ok, reason := d.waitReady(ctx, newIn, ready)
+	if !ok {
+		return d.rollback(ctx, j, newIn, reason, ctx.Err() == nil)
+	}
+	if err := d.step(j, stepCommitting); err != nil {
+		return nil, err
+	}
+	if err := d.commit(ctx, j); err != nil {
+		log.Error("update committed but cleanup failed", "err", err)
+	}
+	log.Info("update committed", "container", newIn.ID())
+	return newIn, nil
+}
+
+// step journals that the update enters s, then runs the test hook.
+func (d *Driver) step(j *journal, s string) error {
+	j.Step = s
+	d.mu.Lock()
+	st := d.st
+	d.mu.Unlock()
+	jc := *j
+	st.Pending = &jc
+	if err := d.commitState(st); err != nil {
+		return err
+	}
+	if d.hook != nil {
+		return d.hook(s)
+	}
+	return nil
+}
+
+// abandon ends an update that never touched the running container.
+func (d *Driver) abandon(j *journal, err error) error {
+	d.setPhase(PhaseFailed, j.From, j.To, err.Error())
+	d.mu.Lock()
+	st := d.st
+	d.mu.Unlock()
+	st.Pending = nil
+	if serr := d.commitState(st); serr != nil {
+		return errors.Join(err, serr)
+	}
+	return err
+}
+
+func (d *Driver) containerID(ctx context.Context, in supervisor.Instance) (string, error) {
+	if in == nil {
+		return "", fmt.Errorf("unit %s has no running container to update", d.spec.Unit)
+	}
+	if ci, ok := in.(*Instance); ok {
+		return ci.ContainerID(), nil
+	}
+	c, err := d.opts.Client.ContainerInspect(ctx, in.ID())
+	if err != nil {
+		return "", fmt.Errorf("inspect container %s: %w", in.ID(), err)
+	}
+	return c.ID, nil
+}
+
+// startNew creates and starts the new container, journalling its ID.
+func (d *Driver) startNew(ctx context.Context, j *journal, env []string) (*Instance, error) {
+	id, err := d.create(ctx, j.To, env, d.spec.hash(j.To, env), j.ID)
+	if err != nil {
+		return nil, err
+	}
+	j.NewID = id
+	if err := d.step(j, stepStartingNew); err != nil {
+		return nil, err
+	}
+	if err := d.opts.Client.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+		return nil, fmt.Errorf("start container %s: %w", short(id), err)
+	}
+	return watch(d.opts.Client, id, j.To), nil
+}
+
+// waitReady polls ready until it passes, the container exits, the window
+// ends or ctx is cancelled; the reason says which.
+func (d *Driver) waitReady(ctx context.Context, in *Instance, ready supervisor.Prober) (bool, string) {
+	window := time.NewTimer(d.opts.UpdateWindow)
+	defer window.Stop()
+	tick := time.NewTicker(d.opts.ProbeInterval)
+	defer tick.Stop()
+	last := "no probe answered yet"
+	for {
+		pctx, cancel := context.WithTimeout(ctx, max(d.opts.ProbeInterval, 2*time.Second))
+		ok, detail, err := ready.Ready(pctx)
+		cancel()
+		if ok {
+			return true, ""
+		}
+		last = detail
+		if err != nil {
+			last = detail + ": " + err.Error()
+		}
+		select {
+		case <-in.Done():
+			return false, "new container exited (" + in.Exit().String() + ") before it was ready"
+		case <-window.C:
+			return false, fmt.Sprintf("not ready within %s (last probe: %s)", d.opts.UpdateWindow, last)
+		case <-ctx.Done():
+			return false, "update interrupted: " + ctx.Err().Error()
+		case <-tick.C:
+		}
+	}
+}
+
+// rollback removes the new container (if any), restarts the old one and,
+// if markBad, remembers desired as bad. It runs on a fresh context so a
+// cancelled update still leaves the old version running.
+func (d *Driver) rollback(ctx context.Context, j *journal, newIn *Instance, reason string, markBad bool) (supervisor.Instance, error) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*d.spec.stopGrace()+time.Minute)
+	defer cancel()
+	j.Reason = reason
+	if markBad {
+		if err := d.step(j, stepRollingBack); err != nil {
+			return nil, err
+		}
+	}
+	d.log.Warn("rolling back update", "from", j.From, "to", j.To, "reason", reason)
+	rerr := d.removeUpdateContainers(rctx, j)
+	if newIn != nil {
+		newIn.Detach()
+	}
+	if rerr == nil {
+		rerr = d.opts.Client.ContainerStart(rctx, j.OldID, container.StartOptions{})
+	}
+	d.mu.Lock()
+	st := d.st
+	d.mu.Unlock()
+	if markBad {
+		st.Bad, st.BadReason = j.To, reason
+	}
+	st.Pending = nil
+	if rerr != nil {
+		// Leave the journal: the next Start settles it.
+		d.setPhase(PhaseRolledBack, j.From, j.To, reason+"; restarting the old container failed: "+rerr.Error())
+		return nil, fmt.Errorf("unit %s: roll back to %s: %w", d.spec.Unit, j.From, rerr)
+	}
+	if err := d.commitState(st); err != nil {
+		return nil, err
+	}
+	d.setPhase(PhaseRolledBack, j.From, j.To, reason)
+	return watch(d.opts.Client, j.OldID, j.From), &RolledBackError{Image: j.To, Reason: reason}
+}
+
+// commit removes the old container, keeps From as the one rollback image
+// and drops the image before it.
+func (d *Driver) commit(ctx context.Context, j *journal) error {
+	d.mu.Lock()
+	st := d.st
+	d.mu.Unlock()
+	drop := st.Previous
+	st.Current, st.Previous, st.Bad, st.BadReason, st.Pending = j.To, j.From, "", "", nil
+	err := d.remove(ctx, j.OldID, false)
+	if serr := d.commitState(st); serr != nil {
+		return errors.Join(err, serr)
+	}
+	d.setPhase(PhaseCommitted, j.From, j.To, "")
+	if drop != "" && drop != j.To && drop != j.From && drop != d.spec.Image {
+		if _, ierr := d.opts.Client.ImageRemove(ctx, drop, image.RemoveOptions{PruneChildren: true}); ierr != nil {
+			d.log.Info("old image kept", "image", drop, "err", ierr)
+		}
+	}
+	return err
+}
+
+func newUpdateID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
