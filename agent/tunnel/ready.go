@@ -47,8 +47,9 @@ type Probe struct {
 	// Client makes the requests; nil uses one without proxy or idle connections.
 	Client *http.Client
 
-	mu   sync.Mutex
-	last ReadyState
+	mu       sync.Mutex
+	last     ReadyState
+	tunnelID string
 }
 
 // NewProbe probes GET http://127.0.0.1:<port>/ready. A nil client uses one
