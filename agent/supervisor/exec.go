@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ExecDriver runs a unit as a local process in its own process group.
@@ -166,7 +168,7 @@ func exitStatus(ps *os.ProcessState, err error) ExitStatus {
 		return ExitStatus{Code: -1, Err: err}
 	}
 	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return ExitStatus{Code: -1, Signal: ws.Signal().String()}
+		return ExitStatus{Code: -1, Signal: unix.SignalName(ws.Signal())}
 	}
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {

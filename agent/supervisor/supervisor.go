@@ -68,7 +68,7 @@ type ExitStatus struct {
 func (e ExitStatus) String() string {
 	switch {
 	case e.Signal != "":
-		return "killed by " + e.Signal
+		return "killed by signal " + e.Signal
 	case e.Err != nil:
 		return e.Err.Error()
 	default:

@@ -58,6 +58,7 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 }
 
 func run(ctx context.Context, cfgPath string, log *slog.Logger) error {
+	log.Info("agent starting", "version", version, "config", cfgPath)
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return err
