@@ -33,6 +33,8 @@ const (
 	AccessKeyID = "AKIDSSMTESTEXAMPLE"
 	// SecretAccessKey is the secret key paired with AccessKeyID.
 	SecretAccessKey = "ssmtest/secret/key/EXAMPLEKEY0123456789"
+	// WrongSecretAccessKey is the secret key WrongCredentials signs with.
+	WrongSecretAccessKey = "not-the-secret-key"
 	// RoleName is the role named in access-denied messages.
 	RoleName = "molecule-agent"
 )
@@ -130,7 +132,15 @@ func (s *Server) Credentials() aws.CredentialsProvider {
 // WrongCredentials returns a provider with the known access key and a wrong
 // secret key: every request it signs fails SigV4 verification.
 func (s *Server) WrongCredentials() aws.CredentialsProvider {
-	return credentials.NewStaticCredentialsProvider(AccessKeyID, "not-the-secret-key", "")
+	return credentials.NewStaticCredentialsProvider(AccessKeyID, WrongSecretAccessKey, "")
+}
+
+// AcceptKey makes the server accept accessKey signed with secretKey,
+// replacing any previous secret for it (a key rotation).
+func (s *Server) AcceptKey(accessKey, secretKey string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keys[accessKey] = secretKey
 }
 
 // Put creates or overwrites a String parameter, bumping its version.

@@ -1,0 +1,276 @@
+package secrets
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Store defaults.
+const (
+	DefaultRefresh        = 5 * time.Minute
+	DefaultJitter         = 0.2
+	DefaultBootBackoff    = time.Second
+	DefaultMaxBootBackoff = time.Minute
+)
+
+// StoreOptions configure a Store. Zero values take the defaults.
+type StoreOptions struct {
+	// Refresh is the mean time between refreshes (default 5m).
+	Refresh time.Duration
+	// Jitter spreads each refresh by ±Jitter×Refresh (default 0.2; negative for none).
+	Jitter float64
+	// BootBackoff is the first wait after a transient failure before any
+	// fetch has succeeded (default 1s); it doubles up to MaxBootBackoff (default 1m).
+	BootBackoff    time.Duration
+	MaxBootBackoff time.Duration
+	// OnChange is called from Run, after a refresh, with the sorted names
+	// whose value appeared, changed or disappeared. Unchanged values call nothing.
+	OnChange func(changed []string)
+	// Logger receives one line per boot backoff step and per failed refresh.
+	Logger *slog.Logger
+}
+
+// Status is the store's state for the status API. It never holds values.
+type Status struct {
+	Source      string    `json:"source"`
+	Loaded      bool      `json:"loaded"`
+	Count       int       `json:"count"`
+	Names       []string  `json:"names,omitempty"`
+	LastRefresh time.Time `json:"last_refresh,omitzero"` // last successful fetch
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
+	LastError   string    `json:"last_error,omitempty"` // empty after a success
+}
+
+// Store holds the last good secrets of a Source and refreshes them.
+type Store struct {
+	src  Source
+	opts StoreOptions
+	log  *slog.Logger
+
+	fetchMu sync.Mutex // serialises fetches
+
+	mu          sync.RWMutex
+	values      map[string]Secret
+	loaded      bool
+	lastRefresh time.Time
+	lastAttempt time.Time
+	lastErr     error
+}
+
+// NewStore returns a store over src. Nothing is fetched until Load, Refresh or Run.
+func NewStore(src Source, o StoreOptions) *Store {
+	if o.Refresh <= 0 {
+		o.Refresh = DefaultRefresh
+	}
+	switch {
+	case o.Jitter == 0:
+		o.Jitter = DefaultJitter
+	case o.Jitter < 0:
+		o.Jitter = 0
+	case o.Jitter > 1:
+		o.Jitter = 1
+	}
+	if o.BootBackoff <= 0 {
+		o.BootBackoff = DefaultBootBackoff
+	}
+	if o.MaxBootBackoff < o.BootBackoff {
+		o.MaxBootBackoff = max(DefaultMaxBootBackoff, o.BootBackoff)
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Store{src: src, opts: o, log: log.With("secrets", src.Location())}
+}
+
+// Get returns the last good value of name.
+func (s *Store) Get(name string) (Secret, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	v, ok := s.values[name]
+	return v, ok
+}
+
+// Resolve turns an env value or file content into what the unit receives:
+// a "secret:<name>" reference becomes the secret (or a *MissingError naming
+// the parameter and location), anything else passes through as a literal.
+func (s *Store) Resolve(v string) (Secret, error) {
+	name, ok, err := ParseRef(v)
+	if err != nil {
+		return Secret{}, err
+	}
+	if !ok {
+		return New(v), nil
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if val, found := s.values[name]; found {
+		return val, nil
+	}
+	me := &MissingError{Name: name, Location: s.src.Location()}
+	if !s.loaded {
+		me.Cause = s.lastErr
+		if me.Cause == nil {
+			me.Cause = fmt.Errorf("secrets from %s not fetched yet", me.Location)
+		}
+	}
+	return Secret{}, me
+}
+
+// Status returns the store's state.
+func (s *Store) Status() Status {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	st := Status{
+		Source: s.src.Location(), Loaded: s.loaded, Count: len(s.values),
+		LastRefresh: s.lastRefresh, LastAttempt: s.lastAttempt,
+	}
+	for n := range s.values {
+		st.Names = append(st.Names, n)
+	}
+	slices.Sort(st.Names)
+	if s.lastErr != nil {
+		st.LastError = s.lastErr.Error()
+	}
+	return st
+}
+
+// Refresh fetches once. On success it replaces the values and returns the
+// names that changed; on failure it keeps the last good values.
+func (s *Store) Refresh(ctx context.Context) ([]string, error) {
+	s.fetchMu.Lock()
+	defer s.fetchMu.Unlock()
+	vals, err := s.src.Fetch(ctx)
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastAttempt = now
+	if err != nil {
+		s.lastErr = err
+		return nil, err
+	}
+	changed := diff(s.values, vals)
+	s.values, s.loaded, s.lastRefresh, s.lastErr = vals, true, now, nil
+	return changed, nil
+}
+
+// Load fetches until it succeeds, retrying transient failures (unreachable
+// endpoint, throttling) with doubling backoff and one log line per step.
+// It returns the first permanent failure (access denied, rejected
+// credentials, no secrets) or ctx's error.
+func (s *Store) Load(ctx context.Context) error {
+	_, err := s.load(ctx)
+	return err
+}
+
+func (s *Store) load(ctx context.Context) ([]string, error) {
+	wait := s.opts.BootBackoff
+	for attempt := 1; ; attempt++ {
+		changed, err := s.Refresh(ctx)
+		if err == nil || !Transient(err) {
+			return changed, err
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		d := jitter(wait, s.opts.Jitter)
+		s.log.Warn("secrets fetch failed; retrying", "attempt", attempt, "retry_in", d.Round(time.Millisecond).String(), "error", err.Error())
+		if !sleep(ctx, d) {
+			return nil, ctx.Err()
+		}
+		wait = min(2*wait, s.opts.MaxBootBackoff)
+	}
+}
+
+// Run keeps the store fresh until ctx ends, then returns nil. Until a fetch
+// has succeeded it loads like Load; after a permanent failure it tries again
+// each refresh period. It then refreshes every Refresh±Jitter, keeping the
+// last good values on failure, and calls OnChange with changed names
+// (all names after the first successful load that Load did not do).
+func (s *Store) Run(ctx context.Context) error {
+	for {
+		s.mu.RLock()
+		loaded := s.loaded
+		s.mu.RUnlock()
+		if !loaded {
+			changed, err := s.load(ctx)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err != nil {
+				s.log.Error("secrets not loaded; retrying next refresh", "retry_in", s.opts.Refresh.String(), "error", err.Error())
+			}
+			s.notify(changed)
+		}
+		if !sleep(ctx, jitter(s.opts.Refresh, s.opts.Jitter)) {
+			return nil
+		}
+		s.mu.RLock()
+		loaded = s.loaded
+		s.mu.RUnlock()
+		if !loaded {
+			continue
+		}
+		changed, err := s.Refresh(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			s.log.Warn("secrets refresh failed; keeping last good values", "error", err.Error())
+			continue
+		}
+		s.notify(changed)
+	}
+}
+
+func (s *Store) notify(changed []string) {
+	if len(changed) == 0 {
+		return
+	}
+	s.log.Info("secrets changed", "names", changed)
+	if s.opts.OnChange != nil {
+		s.opts.OnChange(changed)
+	}
+}
+
+// diff returns the sorted names added, removed or changed between old and cur.
+func diff(old, cur map[string]Secret) []string {
+	var out []string
+	for n, v := range cur {
+		if o, ok := old[n]; !ok || !o.Equal(v) {
+			out = append(out, n)
+		}
+	}
+	for n := range old {
+		if _, ok := cur[n]; !ok {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// jitter spreads d uniformly over d×(1±f).
+func jitter(d time.Duration, f float64) time.Duration {
+	if f <= 0 {
+		return d
+	}
+	return time.Duration(float64(d) * (1 + f*(2*rand.Float64()-1)))
+}
+
+// sleep waits d or until ctx ends, reporting whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
