@@ -1,0 +1,204 @@
+package container
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/registry"
+	"github.com/molecule-ai/molecule-agent/agent/container/containertest"
+	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/testenv"
+)
+
+func TestUpdateCommitsHealthyVersion(t *testing.T) {
+	r := newRig(t)
+	d := r.driver(r.apps.V1)
+	old := r.start(d, nil)
+	r.waitBody("/version", "v1")
+	if code, _, err := r.do("PUT", "/data", "written by v1"); err != nil || code != 204 {
+		t.Fatalf("PUT /data = %d, %v; want 204", code, err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Long)
+	defer cancel()
+	in, err := d.Update(ctx, old, r.apps.V2, staticEnv(), r.prober())
+	if err != nil {
+		t.Fatalf("Update v1→v2: %v", err)
+	}
+	t.Cleanup(in.(*Instance).Detach)
+	if in.ID() == old.ID() {
+		t.Errorf("instance after update = %s, want a new container", in.ID())
+	}
+	r.waitBody("/version", "v2")
+	r.waitBody("/data", "written by v1")
+
+	if _, err := r.cli.ContainerInspect(ctx, old.ContainerID()); !cerrdefs.IsNotFound(err) {
+		t.Errorf("inspect old container: err = %v, want not found (removed at commit)", err)
+	}
+	if n := len(r.containers()); n != 1 {
+		t.Errorf("unit has %d containers, want 1", n)
+	}
+	if _, err := r.cli.ImageInspect(ctx, r.apps.V1); err != nil {
+		t.Errorf("previous image v1 gone (%v), want it kept for one rollback", err)
+	}
+	st := d.Status()
+	if st.Phase != PhaseCommitted || st.Image != r.apps.V2 || st.From != r.apps.V1 {
+		t.Errorf("Status = %+v, want committed on v2 from v1", st)
+	}
+	if want, _ := d.Wants(r.apps.V2); want {
+		t.Errorf("Wants(v2) after commit = true, want false")
+	}
+	// A new agent keeps running the committed image.
+	d2 := r.driver(r.apps.V1)
+	if got := d2.CurrentImage(); got != r.apps.V2 {
+		t.Errorf("new driver CurrentImage = %s, want committed %s", got, r.apps.V2)
+	}
+}
+
+func TestUpdateRollsBackNeverReady(t *testing.T) {
+	r := newRig(t)
+	window := 3 * time.Second
+	d := r.driver(r.apps.V2, func(o *Options) { o.UpdateWindow = window })
+	old := r.start(d, nil)
+	r.waitBody("/version", "v2")
+
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Long)
+	defer cancel()
+	in, err := d.Update(ctx, old, r.apps.V3, staticEnv(), r.prober())
+	var rb *RolledBackError
+	if !errors.As(err, &rb) {
+		t.Fatalf("Update v2→v3 err = %v, want *RolledBackError", err)
+	}
+	t.Cleanup(in.(*Instance).Detach)
+	if !strings.Contains(rb.Reason, "not ready within "+window.String()) {
+		t.Errorf("reason = %q, want it to say not ready within the window", rb.Reason)
+	}
+	if in.ID() != old.ID() {
+		t.Errorf("restored instance = %s, want the old container %s", in.ID(), old.ID())
+	}
+	r.waitBody("/version", "v2")
+	if cs := r.containers(); len(cs) != 1 || cs[0].ID != old.ContainerID() {
+		t.Errorf("containers after rollback = %d, want only the old one", len(cs))
+	}
+	st := d.Status()
+	if st.Phase != PhaseRolledBack || st.To != r.apps.V3 || st.Image != r.apps.V2 {
+		t.Errorf("Status = %+v, want rolled_back to v2 from v3", st)
+	}
+
+	// v3 is not retried while the desired state still names it, even by a
+	// restarted agent.
+	again, err := d.Update(ctx, in, r.apps.V3, staticEnv(), r.prober())
+	if err != nil || again != in {
+		t.Errorf("second Update(v3) = %v, %v; want the same instance and no error", again, err)
+	}
+	d2 := r.driver(r.apps.V2)
+	if want, err := d2.Wants(r.apps.V3); want || err != nil {
+		t.Errorf("restarted agent Wants(v3) = %v, %v; want false", want, err)
+	}
+	// Once the desired state names another image, v3 may be tried again.
+	if want, _ := d2.Wants(r.apps.V1); !want {
+		t.Errorf("Wants(v1) = false, want true")
+	}
+	if want, _ := d2.Wants(r.apps.V3); !want {
+		t.Errorf("Wants(v3) after the desired state changed = false, want true")
+	}
+}
+
+func TestTagRefusedAsDesiredState(t *testing.T) {
+	r := newRig(t)
+	d := r.driver(r.apps.V1)
+	_, err := d.Wants(r.apps.Tag)
+	if !errors.Is(err, ErrNotPinned) {
+		t.Fatalf("Wants(%s) err = %v, want ErrNotPinned", r.apps.Tag, err)
+	}
+	if !strings.Contains(err.Error(), "sha256") {
+		t.Errorf("error %q does not say how to pin", err)
+	}
+}
+
+func TestRestartedAgentAdoptsRunningContainer(t *testing.T) {
+	r := newRig(t)
+	env := []string{"APP_SECRET=one"}
+	first := r.start(r.driver(r.apps.V1), env)
+	r.waitBody("/version", "v1")
+	first.Detach() // the agent dies; the container keeps running
+
+	second := r.start(r.driver(r.apps.V1), env)
+	if second.ContainerID() != first.ContainerID() {
+		t.Errorf("restarted agent runs container %s, want the adopted %s", second.ID(), first.ID())
+	}
+	if n := len(r.containers()); n != 1 {
+		t.Errorf("unit has %d containers, want 1", n)
+	}
+	// The adopted container is watched: stopping it closes Done.
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Long)
+	defer cancel()
+	if err := second.Stop(ctx, testenv.Short); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	select {
+	case <-second.Done():
+	default:
+		t.Errorf("Done not closed after Stop")
+	}
+	if cs := r.containers(); len(cs) != 1 {
+		t.Errorf("Stop removed the container (have %d), want it kept", len(cs))
+	}
+}
+
+func TestSecretRotationRecreatesContainer(t *testing.T) {
+	r := newRig(t)
+	sum := func(v string) string { s := sha256.Sum256([]byte(v)); return hex.EncodeToString(s[:]) }
+	d := r.driver(r.apps.V1)
+	first := r.start(d, []string{"APP_SECRET=old-secret-value"})
+	r.waitBody("/env/APP_SECRET", sum("old-secret-value"))
+	if code, _, err := r.do("PUT", "/data", "kept"); err != nil || code != 204 {
+		t.Fatalf("PUT /data = %d, %v", code, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Long)
+	defer cancel()
+	if err := first.Stop(ctx, testenv.Short); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+
+	second := r.start(d, []string{"APP_SECRET=new-secret-value"})
+	if second.ContainerID() == first.ContainerID() {
+		t.Fatalf("container not recreated after the env changed")
+	}
+	r.waitBody("/env/APP_SECRET", sum("new-secret-value"))
+	r.waitBody("/data", "kept")
+	cs := r.containers()
+	if len(cs) != 1 {
+		t.Fatalf("unit has %d containers, want 1", len(cs))
+	}
+	for k, v := range cs[0].Labels {
+		if strings.Contains(v, "secret-value") {
+			t.Errorf("label %s=%q holds the secret", k, v)
+		}
+	}
+}
+
+func TestPrivateRegistryCredentials(t *testing.T) {
+	r := newRig(t, containertest.WithBasicAuth("bot", "tok3n"))
+	if _, err := r.driver(r.apps.V1).Start(context.Background(), nil); err == nil {
+		t.Fatalf("Start without credentials succeeded, want a pull error")
+	}
+	cred := secrets.New("bot:tok3n")
+	d := r.driver(r.apps.V1, func(o *Options) {
+		o.Auth = func(_ context.Context, image string) (registry.AuthConfig, error) {
+			host, err := RegistryHost(image)
+			if err != nil {
+				return registry.AuthConfig{}, err
+			}
+			return ParseAuth(cred, host)
+		}
+	})
+	r.start(d, nil)
+	r.waitBody("/version", "v1")
+}
