@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -18,11 +17,6 @@ import (
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
-// SecretGetter returns the current value of a named secret.
-type SecretGetter interface {
-	Get(name string) (secrets.Secret, bool)
-}
-
 // Options configure a Daemon.
 type Options struct {
 	Config  *config.Config
@@ -30,10 +24,11 @@ type Options struct {
 	Version string
 	// Drivers adds unit kinds beyond exec (e.g. "container").
 	Drivers map[string]DriverFactory
-	// Secrets resolves secret: references; nil means no secrets.
-	Secrets SecretGetter
-	// SecretPrefix is named in errors about missing secrets.
-	SecretPrefix string
+	// Secrets resolves secret: references; nil means no secrets source.
+	Secrets *secrets.Store
+	// Hooks adjust the spec of units by their builtin name (cloudflared,
+	// runtime): extra readiness, status, preparation.
+	Hooks map[string]SpecHook
 }
 
 // Daemon is one run of the agent.
@@ -42,8 +37,8 @@ type Daemon struct {
 	log     *slog.Logger
 	version string
 	drivers map[string]DriverFactory
-	secrets SecretGetter
-	prefix  string
+	secrets *secrets.Store
+	hooks   map[string]SpecHook
 	started time.Time
 	notify  notifier
 
@@ -57,7 +52,7 @@ type Daemon struct {
 // New prepares a daemon; nothing runs until Run.
 func New(o Options) (*Daemon, error) {
 	d := &Daemon{cfg: o.Config, log: o.Log, version: o.Version, drivers: o.Drivers,
-		secrets: o.Secrets, prefix: o.SecretPrefix, started: time.Now(), phase: "starting",
+		secrets: o.Secrets, hooks: o.Hooks, started: time.Now(), phase: "starting",
 		notify: notifier{log: o.Log}, sections: map[string]func() any{}}
 	specs := make([]supervisor.Spec, 0, len(o.Config.Units))
 	for _, u := range o.Config.Units {
@@ -111,7 +106,7 @@ func (d *Daemon) Report() status.Report {
 
 // Run supervises the units until ctx is cancelled, then stops them all and
 // returns nil. A cancelled context is a clean exit, not an error.
-func (d *Daemon) Run(ctx context.Context, background ...func(ctx context.Context)) error {
+func (d *Daemon) Run(ctx context.Context, background ...Background) error {
 	if err := supervisor.BecomeSubreaper(); err != nil {
 		d.log.Warn("cannot become child subreaper; orphaned grandchildren go to PID 1", "err", err)
 	}
@@ -163,35 +158,10 @@ func (d *Daemon) Run(ctx context.Context, background ...func(ctx context.Context
 	return nil
 }
 
-func (d *Daemon) secret(name string) (secrets.Secret, bool) {
-	if d.secrets == nil {
-		return secrets.Secret{}, false
-	}
-	return d.secrets.Get(name)
-}
-
-func (d *Daemon) missingSecrets(names []string) string {
-	var b strings.Builder
-	for i, n := range names {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(n)
-	}
-	if d.secrets == nil {
-		return fmt.Sprintf("needs secret %s but the agent has no secrets source (set secrets.source)", b.String())
-	}
-	if d.prefix != "" {
-		return fmt.Sprintf("secret %s missing: no parameter %s/%s in SSM (create it, or check the instance role can read %s)",
-			b.String(), d.prefix, names[0], d.prefix)
-	}
-	return fmt.Sprintf("secret %s missing from the secrets source", b.String())
-}
-
 // removeRunDir removes what the agent put in run_dir (secret files, socket).
 func (d *Daemon) removeRunDir() {
 	for _, u := range d.cfg.Units {
-		d.removeFiles(u, d.log)
+		removeFiles(u, d.log)
 	}
 }
 

@@ -4,13 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/restart"
+	"github.com/molecule-ai/molecule-agent/agent/secrets"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
@@ -71,6 +72,11 @@ func (d *Daemon) specFor(u config.Unit) (supervisor.Spec, error) {
 	mat := &materializer{d: d, unit: u, log: log}
 	sp.Prepare = mat.prepare
 	sp.Cleanup = mat.cleanup
+	if hook, ok := d.hooks[u.Builtin]; ok && u.Builtin != "" {
+		if err := hook(&sp, u); err != nil {
+			return supervisor.Spec{}, fmt.Errorf("unit %s: %w", u.Name, err)
+		}
+	}
 	return sp, nil
 }
 
@@ -81,41 +87,43 @@ type materializer struct {
 	log  *slog.Logger
 }
 
-func (m *materializer) prepare(ctx context.Context) ([]string, error) {
-	env := baseEnv()
-	keys := make([]string, 0, len(m.unit.Env))
-	for k := range m.unit.Env {
-		keys = append(keys, k)
+// resolve turns a literal or a secret: reference into its value, collecting
+// what is missing.
+func (m *materializer) resolve(v string, missing *[]string) secrets.Secret {
+	if m.d.secrets == nil {
+		if _, isRef, _ := secrets.ParseRef(v); isRef {
+			*missing = append(*missing, v+" (the agent has no secrets source; set secrets.source)")
+			return secrets.Secret{}
+		}
+		return secrets.New(v)
 	}
-	sort.Strings(keys)
+	s, err := m.d.secrets.Resolve(v)
+	if err != nil {
+		*missing = append(*missing, err.Error())
+	}
+	return s
+}
+
+func (m *materializer) prepare(context.Context) ([]string, error) {
+	env := baseEnv()
+	keys := slices.Sorted(maps.Keys(m.unit.Env))
 	var missing []string
 	for _, k := range keys {
-		v := m.unit.Env[k]
-		if name, ok := strings.CutPrefix(v, config.SecretPrefix); ok {
-			s, found := m.d.secret(name)
-			if !found {
-				missing = append(missing, name)
-				continue
-			}
-			v = s.Reveal()
-		}
+		v := m.resolve(m.unit.Env[k], &missing)
 		env = slices.DeleteFunc(env, func(e string) bool { return strings.HasPrefix(e, k+"=") })
-		env = append(env, k+"="+v)
+		env = append(env, k+"="+v.Reveal())
 	}
-	for _, f := range m.unit.Files {
-		if name, ok := strings.CutPrefix(f.Content, config.SecretPrefix); ok {
-			if _, found := m.d.secret(name); !found {
-				missing = append(missing, name)
-			}
-		}
+	contents := make([]secrets.Secret, len(m.unit.Files))
+	for i, f := range m.unit.Files {
+		contents[i] = m.resolve(f.Content, &missing)
 	}
 	if len(missing) > 0 {
-		return nil, &supervisor.BlockedError{Reason: m.d.missingSecrets(missing)}
+		return nil, &supervisor.BlockedError{Reason: strings.Join(missing, "; ")}
 	}
-	if err := m.d.writeFiles(m.unit, m.log); err != nil {
+	if err := writeFiles(m.unit, contents, m.log); err != nil {
 		return nil, err
 	}
 	return env, nil
 }
 
-func (m *materializer) cleanup() { m.d.removeFiles(m.unit, m.log) }
+func (m *materializer) cleanup() { removeFiles(m.unit, m.log) }

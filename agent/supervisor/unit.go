@@ -108,6 +108,15 @@ func (u *unit) setState(st State, detail string) {
 	u.s.log.Debug("unit state", "unit", u.spec.Name, "state", st, "detail", detail)
 }
 
+// blockedRetry is how often a blocked unit re-runs its preparation.
+const blockedRetry = 2 * time.Second
+
+func (u *unit) detail() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.st.Detail
+}
+
 func (u *unit) state() State {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -119,7 +128,9 @@ func (u *unit) state() State {
 func (u *unit) run(ctx context.Context) {
 	defer u.cleanup()
 	for {
-		u.setState(Waiting, waitingDetail(u.spec.After))
+		if !u.depsReady() {
+			u.setState(Waiting, waitingDetail(u.spec.After))
+		}
 		if !u.waitDeps(ctx) {
 			u.setState(Stopped, "")
 			return
@@ -277,9 +288,17 @@ func (u *unit) afterExit(ctx context.Context, e restart.Exit, startedAt time.Tim
 }
 
 func (u *unit) waitBlocked(reason string) (*restart.Exit, time.Time, bool) {
-	u.setState(Blocked, reason)
-	u.s.log.Error("unit cannot start", "unit", u.spec.Name, "reason", reason)
+	if u.state() != Blocked || u.detail() != reason {
+		u.setState(Blocked, reason)
+		u.s.log.Error("unit cannot start", "unit", u.spec.Name, "reason", reason)
+	}
+	// Try again now and then even unpoked: the reason may change (the
+	// secrets fetch failed for another cause) or go away.
+	t := time.NewTimer(blockedRetry)
+	defer t.Stop()
 	select {
+	case <-t.C:
+		return nil, time.Time{}, true
 	case <-u.poke:
 		return nil, time.Time{}, true
 	case r := <-u.restartCh:
@@ -301,14 +320,19 @@ func (u *unit) cleanup() {
 	}
 }
 
+func (u *unit) depsReady() bool {
+	for _, d := range u.spec.After {
+		if u.s.units[d].state() != Ready {
+			return false
+		}
+	}
+	return true
+}
+
 func (u *unit) waitDeps(ctx context.Context) bool {
 	for {
 		ch := u.s.Changed()
-		ready := true
-		for _, d := range u.spec.After {
-			ready = ready && u.s.units[d].state() == Ready
-		}
-		if ready {
+		if u.depsReady() {
 			return true
 		}
 		select {

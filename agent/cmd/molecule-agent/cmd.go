@@ -63,11 +63,11 @@ func run(ctx context.Context, cfgPath string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	d, err := daemon.New(daemon.Options{Config: cfg, Log: log, Version: version})
+	d, bg, err := daemon.Assemble(ctx, cfg, log, version, daemon.Options{})
 	if err != nil {
 		return err
 	}
-	return d.Run(ctx)
+	return d.Run(ctx, bg...)
 }
 
 func newStatusCmd() *cobra.Command {

@@ -1,0 +1,58 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/molecule-ai/molecule-agent/agent/config"
+	"github.com/molecule-ai/molecule-agent/agent/secrets"
+)
+
+// Background is a loop that runs beside the units until its context ends.
+type Background func(ctx context.Context)
+
+// NewSecretsStore builds the store for the configured source, or nil when
+// the config has none. Nothing is fetched yet.
+func NewSecretsStore(ctx context.Context, c config.Secrets, log *slog.Logger, onChange func([]string)) (*secrets.Store, error) {
+	var src secrets.Source
+	switch c.Source {
+	case "":
+		return nil, nil
+	case "ssm":
+		s, err := secrets.NewSSM(ctx, secrets.SSMOptions{Prefix: c.Prefix, Region: c.Region, Endpoint: c.Endpoint})
+		if err != nil {
+			return nil, fmt.Errorf("secrets: %w", err)
+		}
+		src = s
+	case "file":
+		src = secrets.NewFile(c.File)
+	default:
+		return nil, fmt.Errorf("secrets.source: %q is not a source", c.Source)
+	}
+	return secrets.NewStore(src, secrets.StoreOptions{Refresh: c.Refresh.Duration, Jitter: c.Jitter,
+		Logger: log, OnChange: onChange}), nil
+}
+
+// Assemble builds the daemon for cfg with every part the config asks for,
+// and the loops to run beside it.
+func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version string, o Options) (*Daemon, []Background, error) {
+	var d *Daemon
+	store, err := NewSecretsStore(ctx, cfg.Secrets, log, func(changed []string) {
+		d.SecretsChanged(ctx, changed)
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	o.Config, o.Log, o.Version, o.Secrets = cfg, log, version, store
+	d, err = New(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	var bg []Background
+	if store != nil {
+		d.AddSection("secrets", func() any { return store.Status() })
+		bg = append(bg, func(ctx context.Context) { _ = store.Run(ctx) })
+	}
+	return d, bg, nil
+}
