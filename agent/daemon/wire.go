@@ -45,6 +45,9 @@ func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version
 		return nil, nil, err
 	}
 	o.Config, o.Log, o.Version, o.Secrets = cfg, log, version, store
+	if o.Hooks == nil {
+		o.Hooks = builtinHooks(cfg)
+	}
 	d, err = New(o)
 	if err != nil {
 		return nil, nil, err
