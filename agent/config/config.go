@@ -127,16 +127,30 @@ func Parse(r io.Reader) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	var c Config
+	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
 		return nil, decodeError(err)
 	}
 	// A second document would be silently ignored: refuse it.
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
 		return nil, errors.New("config holds more than one YAML document; keep one")
+	}
+	if err := mergeRole(&doc); err != nil {
+		return nil, err
+	}
+	var c Config
+	if doc.Kind != 0 {
+		merged, err := yaml.Marshal(&doc)
+		if err != nil {
+			return nil, decodeError(err)
+		}
+		strict := yaml.NewDecoder(bytes.NewReader(merged))
+		strict.KnownFields(true)
+		if err := strict.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+			return nil, decodeError(err)
+		}
 	}
 	c.ApplyDefaults()
 	if err := c.Validate(); err != nil {
