@@ -28,8 +28,10 @@ type StoreOptions struct {
 	// fetch has succeeded (default 1s); it doubles up to MaxBootBackoff (default 1m).
 	BootBackoff    time.Duration
 	MaxBootBackoff time.Duration
-	// OnChange is called from Run, after a refresh, with the sorted names
-	// whose value appeared, changed or disappeared. Unchanged values call nothing.
+	// OnChange is called from Run's goroutine, after a refresh, with the
+	// sorted names whose value appeared, changed or disappeared; unchanged
+	// values call nothing. It should hand off quickly (e.g. send on a
+	// channel): the next refresh waits for it.
 	OnChange func(changed []string)
 	// Logger receives one line per boot backoff step and per failed refresh.
 	Logger *slog.Logger
@@ -141,7 +143,8 @@ func (s *Store) Status() Status {
 }
 
 // Refresh fetches once. On success it replaces the values and returns the
-// names that changed; on failure it keeps the last good values.
+// names that changed (to its caller only: OnChange is Run's); on failure it
+// keeps the last good values and records the error for Status.
 func (s *Store) Refresh(ctx context.Context) ([]string, error) {
 	s.fetchMu.Lock()
 	defer s.fetchMu.Unlock()

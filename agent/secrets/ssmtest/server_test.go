@@ -2,13 +2,18 @@ package ssmtest_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/aws-sdk-go-v2/service/ssm/types"
@@ -267,5 +272,56 @@ func TestRawRequestWithoutSignature(t *testing.T) {
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest || s.Count("", "MissingAuthenticationTokenException") != 1 {
 		t.Errorf("unsigned request: status %d, requests %+v; want 400 MissingAuthenticationTokenException", resp.StatusCode, s.Requests())
+	}
+}
+
+// TestSigV4RawRequests signs requests by hand with the SDK's signer: a
+// correct one passes, a changed body or a stale date does not.
+func TestSigV4RawRequests(t *testing.T) {
+	t.Parallel()
+	s := ssmtest.New(t)
+	seed(s)
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	send := func(signed, sent string, at time.Time) (int, string) {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, s.URL+"/", strings.NewReader(signed))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Amz-Target", "AmazonSSM.GetParametersByPath")
+		req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+		sum := sha256.Sum256([]byte(signed))
+		creds := aws.Credentials{AccessKeyID: ssmtest.AccessKeyID, SecretAccessKey: ssmtest.SecretAccessKey}
+		if err := v4.NewSigner().SignHTTP(t.Context(), creds, req, hex.EncodeToString(sum[:]), "ssm", ssmtest.Region, at); err != nil {
+			t.Fatal(err)
+		}
+		req.Body = io.NopCloser(strings.NewReader(sent))
+		req.ContentLength = int64(len(sent))
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = resp.Body.Close() }()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	const body = `{"Path":"/molecule/prod/tenants/acme","Recursive":true}`
+	const other = `{"Path":"/molecule/prod/tenants/othr","Recursive":true}`
+	tests := []struct {
+		name       string
+		sent       string
+		at         time.Time
+		wantStatus int
+		wantBody   string
+	}{
+		{"signed correctly", body, time.Now(), http.StatusOK, `"Parameters"`},
+		{"body changed after signing", other, time.Now(), http.StatusBadRequest, `"__type":"InvalidSignatureException"`},
+		{"signed 20 minutes ago", body, time.Now().Add(-20 * time.Minute), http.StatusBadRequest, "Signature expired"},
+	}
+	for _, tt := range tests {
+		if code, got := send(body, tt.sent, tt.at); code != tt.wantStatus || !strings.Contains(got, tt.wantBody) {
+			t.Errorf("%s: %d %s, want %d with %s", tt.name, code, got, tt.wantStatus, tt.wantBody)
+		}
 	}
 }
