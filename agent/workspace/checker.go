@@ -1,0 +1,272 @@
+package workspace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Registration states reported by the Checker.
+const (
+	Registered    = "registered"
+	NotRegistered = "not_registered"
+	Removed       = "removed"
+)
+
+// Token recovery outcomes reported by the Checker.
+const (
+	RecoveryRestarted = "restarted" // token refreshed and runtime restarted once
+	RecoveryRecovered = "recovered" // ...and it registered afterwards
+	RecoveryFailed    = "failed"    // the tenant still rejects it; no more restarts
+)
+
+// Checker defaults.
+const (
+	DefaultCheckInterval   = 5 * time.Second
+	DefaultSteadyInterval  = 30 * time.Second
+	DefaultRegisterTimeout = 2 * time.Minute
+	checkTimeout           = 10 * time.Second
+	// removedAfter404s is how many 404s in a row, after the workspace was
+	// once found, mean it was deleted.
+	removedAfter404s = 2
+)
+
+// CheckerOptions configure a Checker. Callbacks are called from Run's goroutine.
+type CheckerOptions struct {
+	// TenantURL is the tenant platform's base URL (not the proxy).
+	TenantURL   string
+	WorkspaceID string
+	// OrgID is sent as X-Molecule-Org-Id (TenantGuard); empty sends none.
+	OrgID  string
+	Client *http.Client
+	// Interval is the poll period until registered; SteadyInterval after.
+	Interval       time.Duration
+	SteadyInterval time.Duration
+	// RegisterTimeout: a runtime that has neither reported its register
+	// result nor shown up online this long after its start is treated like
+	// one whose register got 401.
+	RegisterTimeout time.Duration
+	Log             *slog.Logger
+	// RefreshToken fetches the secrets again (secrets.Store.Refresh) and says
+	// whether the workspace token changed. It must not restart anything.
+	RefreshToken func(ctx context.Context) (changed bool, err error)
+	// Restart restarts the runtime unit (supervisor.Restart).
+	Restart func(ctx context.Context, reason string) error
+	// Stop stops the runtime unit for good (supervisor.StopUnits).
+	Stop func()
+	// TokenLocation names where the token lives, for messages (no value).
+	TokenLocation string
+}
+
+// Status is the Checker's view of the workspace's registration. It holds no
+// secret.
+type Status struct {
+	Registration    string    `json:"registration"`
+	WorkspaceStatus string    `json:"workspace_status,omitempty"`
+	HTTPStatus      int       `json:"http_status,omitempty"`     // last GET /workspaces/{id}
+	RegisterStatus  int       `json:"register_status,omitempty"` // runtime's register answer, from its output
+	TokenRecovery   string    `json:"token_recovery,omitempty"`
+	Detail          string    `json:"detail,omitempty"`
+	LastCheck       time.Time `json:"last_check,omitzero"`
+	Checks          int       `json:"checks"`
+}
+
+// Checker polls the tenant's GET /workspaces/{id} until the workspace is
+// online, and acts on what the runtime cannot fix itself:
+//
+//   - register answered 401 (stale token): the runtime registers once and
+//     never re-reads its token, so the Checker refreshes the secrets and, if
+//     the token changed, restarts the runtime once; if the tenant still
+//     rejects it, or the token did not change, it reports token_recovery
+//     "failed" and restarts nothing until a registration succeeds again;
+//   - status "removed", or 404 after the workspace was once found: it stops
+//     the runtime for good.
+//
+// It learns the register answer from the runtime's own output (ObserveLine
+// on every line; molecule-runtime prints "Registered with platform: <code>"
+// and httpx logs the POST): a restarted runtime may look online for up to
+// 180 s on its predecessor's liveness key, so the tenant's status alone
+// cannot tell a rejected register. Without output the RegisterTimeout
+// fallback applies.
+type Checker struct {
+	o    CheckerOptions
+	url  string
+	log  *slog.Logger
+	wake chan struct{}
+	now  func() time.Time
+
+	mu         sync.Mutex
+	st         Status
+	runStart   time.Time
+	runCode    int  // register answer of the current run (0: unknown)
+	stale      bool // a stale-token signal waits for the loop
+	timedOut   bool // the RegisterTimeout fallback fired for this run
+	attempted  bool // a recovery was made since the last registration
+	seenFound  bool
+	notFound   int
+	removed    bool
+	lastLogged string
+}
+
+// NewChecker checks the options and returns a Checker; nothing runs until Run.
+func NewChecker(o CheckerOptions) (*Checker, error) {
+	u, err := url.Parse(o.TenantURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("tenant url %q: want http(s)://host[:port]", o.TenantURL)
+	}
+	if o.WorkspaceID == "" {
+		return nil, errors.New("workspace id: required")
+	}
+	if o.Client == nil {
+		o.Client = &http.Client{Timeout: checkTimeout}
+	}
+	if o.Interval <= 0 {
+		o.Interval = DefaultCheckInterval
+	}
+	if o.SteadyInterval <= 0 {
+		o.SteadyInterval = DefaultSteadyInterval
+	}
+	if o.RegisterTimeout <= 0 {
+		o.RegisterTimeout = DefaultRegisterTimeout
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.TokenLocation == "" {
+		o.TokenLocation = "the secrets source"
+	}
+	return &Checker{o: o, url: u.JoinPath("workspaces", o.WorkspaceID).String(), log: o.Log,
+		wake: make(chan struct{}, 1), now: time.Now,
+		st: Status{Registration: NotRegistered, Detail: "runtime not started yet"}}, nil
+}
+
+var (
+	reRegistered = regexp.MustCompile(`Registered with platform: (\d{3})\b`)
+	reHTTPX      = regexp.MustCompile(`POST \S*/registry/register "HTTP/[0-9.]+ (\d{3})\b`)
+)
+
+// RegisterResult finds the register answer in one line of runtime output.
+func RegisterResult(line []byte) (code int, ok bool) {
+	for _, re := range []*regexp.Regexp{reRegistered, reHTTPX} {
+		if m := re.FindSubmatch(line); m != nil {
+			c, err := strconv.Atoi(string(m[1]))
+			return c, err == nil
+		}
+	}
+	return 0, false
+}
+
+// ObserveLine takes one line of the runtime's output (Sink's callback).
+func (c *Checker) ObserveLine(line []byte) {
+	code, ok := RegisterResult(line)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	c.runCode, c.st.RegisterStatus = code, code
+	if code == http.StatusUnauthorized {
+		c.stale = true
+	}
+	c.mu.Unlock()
+	c.poke()
+}
+
+// Starting tells the Checker a new runtime process is about to start
+// (call it from the unit's Prepare).
+func (c *Checker) Starting() {
+	c.mu.Lock()
+	c.runStart, c.runCode, c.timedOut = c.now(), 0, false
+	c.st.RegisterStatus = 0
+	c.mu.Unlock()
+	c.poke()
+}
+
+// IsRemoved reports whether the workspace was found removed.
+func (c *Checker) IsRemoved() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.removed
+}
+
+func (c *Checker) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Status returns the current status.
+func (c *Checker) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.st
+}
+
+// Report implements supervisor.Reporter (status and heartbeats).
+func (c *Checker) Report() map[string]string {
+	st := c.Status()
+	r := map[string]string{"registration": st.Registration}
+	if st.WorkspaceStatus != "" {
+		r["workspace_status"] = st.WorkspaceStatus
+	}
+	if st.HTTPStatus != 0 {
+		r["registration_http_status"] = strconv.Itoa(st.HTTPStatus)
+	}
+	if st.RegisterStatus != 0 {
+		r["register_status"] = strconv.Itoa(st.RegisterStatus)
+	}
+	if st.TokenRecovery != "" {
+		r["token_recovery"] = st.TokenRecovery
+	}
+	if st.Detail != "" {
+		r["registration_detail"] = st.Detail
+	}
+	return r
+}
+
+// Run polls until ctx ends or the workspace is found removed.
+func (c *Checker) Run(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-c.wake:
+		}
+		c.check(ctx)
+		if c.takeStale() {
+			c.recover(ctx)
+		}
+		if c.IsRemoved() {
+			return
+		}
+		next := c.o.Interval
+		if c.Status().Registration == Registered {
+			next = c.o.SteadyInterval
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(next)
+	}
+}
+
+func (c *Checker) takeStale() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.stale
+	c.stale = false
+	return s
+}

@@ -1,0 +1,90 @@
+package workspace
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/molecule-ai/molecule-agent/agent/secrets"
+)
+
+// EnvOptions are the inputs of the runtime's environment (interop §2.2).
+type EnvOptions struct {
+	WorkspaceID string
+	// PlatformURL is what the runtime calls: the tenant, or the org-header
+	// proxy in front of it. MOLECULE_URL gets the same value.
+	PlatformURL string
+	// HostIP is the host's private IPv4 (IMDS local-ipv4): the runtime
+	// registers http://<HostIP>:<a2a.port>, so the tenant can reach it.
+	HostIP string
+	// AdapterModule is the adapter import path; "adapter" when empty.
+	AdapterModule string
+	// ConfigsDir holds config.yaml and .auth_token; both WORKSPACE_CONFIG_PATH
+	// and CONFIGS_DIR point at it.
+	ConfigsDir string
+	// Home sets HOME (the runtime user's home) when not empty.
+	Home string
+	// Secrets are the workspace secrets, passed as env (provider API keys...).
+	Secrets map[string]secrets.Secret
+}
+
+// Reserved are the variables Env sets itself; a workspace secret may not
+// override them.
+var Reserved = []string{"WORKSPACE_ID", "PLATFORM_URL", "MOLECULE_URL", "HOSTNAME", "ADAPTER_MODULE",
+	"WORKSPACE_CONFIG_PATH", "CONFIGS_DIR", "HOME"}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// Env returns the runtime's environment as KEY=VALUE pairs, sorted by key,
+// secrets revealed. Errors name the option, never a secret value.
+func Env(o EnvOptions) ([]string, error) {
+	var errs []error
+	if o.WorkspaceID == "" || strings.ContainsAny(o.WorkspaceID, " \t\r\n/") {
+		errs = append(errs, fmt.Errorf("workspace id %q: want the workspace UUID", o.WorkspaceID))
+	}
+	if u, err := url.Parse(o.PlatformURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("platform url %q: want http(s)://host[:port]", o.PlatformURL))
+	}
+	if a, err := netip.ParseAddr(o.HostIP); err != nil || !a.Is4() {
+		errs = append(errs, fmt.Errorf("host ip %q: want the host's private IPv4 address (IMDS local-ipv4)", o.HostIP))
+	}
+	if o.ConfigsDir == "" || !strings.HasPrefix(o.ConfigsDir, "/") {
+		errs = append(errs, fmt.Errorf("configs dir %q: want an absolute path", o.ConfigsDir))
+	}
+	adapter := o.AdapterModule
+	if adapter == "" {
+		adapter = "adapter"
+	}
+	platform := strings.TrimRight(o.PlatformURL, "/")
+	env := map[string]string{
+		"WORKSPACE_ID": o.WorkspaceID, "PLATFORM_URL": platform, "MOLECULE_URL": platform,
+		"HOSTNAME": o.HostIP, "ADAPTER_MODULE": adapter,
+		"WORKSPACE_CONFIG_PATH": o.ConfigsDir, "CONFIGS_DIR": o.ConfigsDir,
+	}
+	if o.Home != "" {
+		env["HOME"] = o.Home
+	}
+	for k, v := range o.Secrets {
+		switch {
+		case !envName.MatchString(k):
+			errs = append(errs, fmt.Errorf("workspace secret %q: not a valid environment variable name", k))
+		case slices.Contains(Reserved, k):
+			errs = append(errs, fmt.Errorf("workspace secret %s would override the runtime's own %s; rename it", k, k))
+		default:
+			env[k] = v.Reveal()
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	slices.Sort(out)
+	return out, nil
+}

@@ -1,0 +1,137 @@
+package workspace
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/molecule-ai/molecule-agent/agent/secrets"
+)
+
+// File names inside the configs dir, as the runtime reads them.
+const (
+	ConfigFile = "config.yaml"
+	TokenFile  = ".auth_token"
+	// DefaultPort is the runtime's default A2A port (a2a.port).
+	DefaultPort = 8000
+)
+
+// RuntimeConfig is what goes into config.yaml: the minimal shape the tenant
+// platform itself generates (workspace_provision.go), plus a2a.port.
+type RuntimeConfig struct {
+	Name        string
+	Description string
+	Tier        int
+	Runtime     string // langgraph, claude-code, hermes, ...
+	Model       string
+	Port        int // a2a.port; DefaultPort when 0
+}
+
+// Validate checks the config; errors name the field under prefix (e.g.
+// "workspace.config").
+func (c RuntimeConfig) Validate(prefix string) error {
+	var errs []error
+	for _, f := range []struct{ name, v string }{{"name", c.Name}, {"runtime", c.Runtime}} {
+		if strings.TrimSpace(f.v) == "" {
+			errs = append(errs, fmt.Errorf("%s.%s: required", prefix, f.name))
+		}
+	}
+	if c.Tier < 0 {
+		errs = append(errs, fmt.Errorf("%s.tier: %d is negative", prefix, c.Tier))
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		errs = append(errs, fmt.Errorf("%s.port: %d is not a TCP port", prefix, c.Port))
+	}
+	return errors.Join(errs...)
+}
+
+// port returns a2a.port.
+func (c RuntimeConfig) port() int {
+	if c.Port == 0 {
+		return DefaultPort
+	}
+	return c.Port
+}
+
+type yamlConfig struct {
+	Name          string         `yaml:"name"`
+	Description   string         `yaml:"description"`
+	Version       string         `yaml:"version"`
+	Tier          int            `yaml:"tier"`
+	Runtime       string         `yaml:"runtime"`
+	Model         string         `yaml:"model"`
+	RuntimeConfig *runtimeConfig `yaml:"runtime_config,omitempty"`
+	A2A           a2a            `yaml:"a2a"`
+}
+
+type runtimeConfig struct {
+	Timeout int `yaml:"timeout"`
+}
+
+type a2a struct {
+	Port int `yaml:"port"`
+}
+
+// YAML renders config.yaml. Runtimes other than langgraph and deepagents get
+// runtime_config: {timeout: 0}, as the platform writes it.
+func (c RuntimeConfig) YAML() ([]byte, error) {
+	y := yamlConfig{Name: c.Name, Description: c.Description, Version: "1.0.0", Tier: c.Tier,
+		Runtime: c.Runtime, Model: c.Model, A2A: a2a{Port: c.port()}}
+	if c.Runtime != "langgraph" && c.Runtime != "deepagents" {
+		y.RuntimeConfig = &runtimeConfig{}
+	}
+	b, err := yaml.Marshal(y)
+	if err != nil {
+		return nil, fmt.Errorf("render %s: %w", ConfigFile, err)
+	}
+	return b, nil
+}
+
+// EnsureDir creates the configs dir (0750) and gives it to uid:gid (-1 keeps
+// the agent's): the runtime writes an issued token there itself.
+func EnsureDir(dir string, uid, gid int) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("configs dir %s: %w", dir, err)
+	}
+	if uid >= 0 || gid >= 0 {
+		if err := os.Chown(dir, uid, gid); err != nil {
+			return fmt.Errorf("configs dir %s: chown to %d:%d (the agent must run as root): %w", dir, uid, gid, err)
+		}
+	}
+	return nil
+}
+
+// WriteConfig writes dir/config.yaml atomically, 0644, owned by uid:gid.
+func WriteConfig(dir string, c RuntimeConfig, uid, gid int) error {
+	b, err := c.YAML()
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(dir, ConfigFile)
+	// config.yaml holds no secret; secrets.WriteFile is just the atomic writer.
+	if err := secrets.WriteFile(path, secrets.New(string(b)), uid, gid); err != nil {
+		return err
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// WriteToken writes dir/.auth_token atomically: the token on one line with no
+// trailing newline (surrounding whitespace from the secret source is
+// dropped), 0600, owned by uid:gid.
+func WriteToken(dir string, token secrets.Secret, uid, gid int) error {
+	v := strings.TrimSpace(token.Reveal())
+	if v == "" {
+		return errors.New("workspace auth token is empty")
+	}
+	if strings.ContainsAny(v, "\r\n") {
+		return errors.New("workspace auth token spans several lines; store the token alone in the parameter")
+	}
+	return secrets.WriteFile(filepath.Join(dir, TokenFile), secrets.New(v), uid, gid)
+}
