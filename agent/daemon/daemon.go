@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
+	"github.com/molecule-ai/molecule-agent/agent/identity"
 	"github.com/molecule-ai/molecule-agent/agent/secrets"
 	"github.com/molecule-ai/molecule-agent/agent/status"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
@@ -45,6 +46,7 @@ type Daemon struct {
 	sup *supervisor.Supervisor
 
 	mu       sync.Mutex
+	notice   *identity.Notice
 	phase    string
 	sections map[string]func() any
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
+	"github.com/molecule-ai/molecule-agent/agent/identity"
 	"github.com/molecule-ai/molecule-agent/agent/secrets"
 )
 
@@ -56,6 +57,10 @@ func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version
 	if store != nil {
 		d.AddSection("secrets", func() any { return store.Status() })
 		bg = append(bg, func(ctx context.Context) { _ = store.Run(ctx) })
+	}
+	if cfg.Identity.WatchInterruptions {
+		ic := identity.New(identity.Options{Endpoint: cfg.Identity.IMDSEndpoint, Logger: log})
+		bg = append(bg, d.interruptionWatch(ic, log))
 	}
 	return d, bg, nil
 }
