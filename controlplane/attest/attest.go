@@ -112,7 +112,8 @@ func decodePKCS7(s string) ([]byte, error) {
 
 // Verify checks the PKCS#7 against the configured certificates only (any
 // certificate embedded in it is ignored), parses the document from the signed
-// content, and checks pendingTime against now. When plainDoc is not empty it
+// content, and checks pendingTime against now (on ErrStale the verified
+// document is returned too). When plainDoc is not empty it
 // must equal the signed content.
 func (v *Verifier) Verify(pkcs7B64, plainDoc string, now time.Time) (Document, error) {
 	der, err := decodePKCS7(pkcs7B64)
@@ -142,7 +143,9 @@ func (v *Verifier) Verify(pkcs7B64, plainDoc string, now time.Time) (Document, e
 		return Document{}, fmt.Errorf("%w: signed content lacks instanceId or pendingTime", ErrMalformed)
 	}
 	if age := now.Sub(d.PendingTime); age > v.window || age < -v.skew {
-		return Document{}, fmt.Errorf("%w: instance %s launched %s ago, window is %s", ErrStale, d.InstanceID, age.Round(time.Second), v.window)
+		// The document is authentic, so return it: a host that presents its
+		// current token may register again with an old document.
+		return d, fmt.Errorf("%w: instance %s launched %s ago, window is %s", ErrStale, d.InstanceID, age.Round(time.Second), v.window)
 	}
 	return d, nil
 }

@@ -1,0 +1,84 @@
+package server
+
+import (
+	"crypto/sha256"
+	"net/http"
+	"time"
+
+	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/attest"
+	"github.com/molecule-ai/molecule-agent/controlplane/store"
+)
+
+// handleHeartbeat touches only memory: the store sees the host at the next
+// flush, and only what changed.
+func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
+	h := s.hosts.get(r.PathValue("id"))
+	if h == nil {
+		writeError(w, http.StatusUnauthorized, "unknown host: register again", "")
+		return
+	}
+	now := s.cfg.Now()
+	h.mu.Lock()
+	okToken := attest.TokenMatches(h.tokenHash, bearer(r))
+	status := h.status
+	allowed, wait := true, time.Duration(0)
+	if okToken && status != store.StatusRemoved {
+		allowed, wait = h.allow(now, s.cfg.HostRate, s.cfg.HostBurst)
+	}
+	h.mu.Unlock()
+	switch {
+	case !okToken:
+		writeError(w, http.StatusUnauthorized, "host token invalid or rotated: register again", "")
+		return
+	case status == store.StatusRemoved:
+		writeError(w, http.StatusGone, "host deprovisioned: stop units and stay idle", "")
+		return
+	case !allowed:
+		s.m.rateLimited.Inc()
+		writeRetryAfter(w, wait, "too many requests for this host")
+		return
+	}
+	b, rerr := readBody(w, r)
+	var req api.HeartbeatRequest
+	if rerr == nil {
+		rerr = decodeStrict(b, &req)
+	}
+	if rerr == nil && len(req.Units) > 256 {
+		rerr = &reqError{http.StatusBadRequest, "units: at most 256", "units"}
+	}
+	if rerr != nil {
+		writeError(w, rerr.code, rerr.msg, rerr.field)
+		return
+	}
+	sum := sha256.Sum256(b)
+	h.mu.Lock()
+	if h.status == store.StatusRemoved { // deprovisioned while we decoded
+		h.mu.Unlock()
+		writeError(w, http.StatusGone, "host deprovisioned: stop units and stay idle", "")
+		return
+	}
+	if now.After(h.lastSeen) {
+		h.lastSeen = now
+	}
+	var ev *store.Event
+	if h.status != store.StatusOnline {
+		h.status, h.dirtyStatus = store.StatusOnline, true
+		ev = &store.Event{HostID: h.id, Type: "online", Detail: "heartbeat after silence", At: now}
+	}
+	if sum != h.reportHash {
+		h.reportHash, h.report, h.version = sum, b, req.AgentVersion
+		h.tunnelID = ""
+		if req.Tunnel != nil {
+			h.tunnelID = req.Tunnel.ID
+		}
+	}
+	channel := h.channel
+	h.mu.Unlock()
+	if ev != nil {
+		s.log.Info("host online", "host", ev.HostID)
+		s.addEvents(*ev)
+	}
+	s.m.heartbeats.Inc()
+	writeJSON(w, http.StatusOK, api.HeartbeatResponse{IntervalMS: s.cfg.Interval.Milliseconds(), Desired: s.desired(channel)})
+}

@@ -1,0 +1,201 @@
+// Package server is the molecule control plane's HTTP API: host
+// registration with attestation, heartbeats kept in memory and flushed to the
+// store in one transaction per window, liveness judged on the server's clock,
+// and the admin API.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/attest"
+	"github.com/molecule-ai/molecule-agent/controlplane/store"
+)
+
+// MaxFlushWindow is the longest allowed flush window.
+const MaxFlushWindow = 5 * time.Second
+
+// Config configures a Server. Store and AdminToken are required.
+type Config struct {
+	Store store.Store
+	// Verifier checks IMDS proofs; nil refuses them (enrollment only).
+	Verifier   *attest.Verifier
+	AdminToken secrets.Secret
+	Logger     *slog.Logger
+	// Registry receives the server's metrics; default: a new registry.
+	Registry *prometheus.Registry
+	// Interval is the heartbeat interval given to agents (default 10s).
+	Interval time.Duration
+	// Grace is added to 3 missed intervals before a host is offline
+	// (default 2s).
+	Grace time.Duration
+	// FlushWindow is how often live state is written (default and max 5s).
+	FlushWindow time.Duration
+	// HostRate and HostBurst bound each host's requests per second
+	// (defaults 1/s, burst 5).
+	HostRate  float64
+	HostBurst float64
+	// Now is the server's clock (default time.Now).
+	Now func() time.Time
+}
+
+// Server is the control plane. Create it with New, serve Handler, and run
+// Run until shutdown.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	store   store.Store
+	adminH  [32]byte
+	started time.Time
+	hosts   *table
+	m       *metrics
+	mux     *http.ServeMux
+
+	chMu     sync.RWMutex
+	channels map[string]store.Channel
+
+	evMu    sync.Mutex
+	pending []store.Event
+}
+
+// New loads the live table from the store and returns the server. The
+// server's start time, from which nobody is declared offline for one full
+// window, is now.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("server: no store")
+	}
+	if cfg.AdminToken.IsZero() {
+		return nil, errors.New("admin token is empty: set --admin-token-file or MOLECULE_CP_ADMIN_TOKEN")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	cfg.Interval = orDefault(cfg.Interval, 10*time.Second)
+	cfg.Grace = orDefault(cfg.Grace, 2*time.Second)
+	cfg.FlushWindow = orDefault(cfg.FlushWindow, MaxFlushWindow)
+	if cfg.FlushWindow > MaxFlushWindow {
+		return nil, fmt.Errorf("flush window %s: must be at most %s", cfg.FlushWindow, MaxFlushWindow)
+	}
+	if cfg.HostRate <= 0 {
+		cfg.HostRate = 1
+	}
+	if cfg.HostBurst < 1 {
+		cfg.HostBurst = 5
+	}
+	s := &Server{
+		cfg: cfg, log: cfg.Logger, store: cfg.Store, adminH: sha(cfg.AdminToken.Reveal()),
+		started: cfg.Now(), hosts: newTable(), channels: map[string]store.Channel{},
+	}
+	hosts, err := cfg.Store.ListHosts(ctx, store.HostFilter{})
+	if err != nil {
+		return nil, fmt.Errorf("load hosts: %w", err)
+	}
+	for _, h := range hosts {
+		s.hosts.put(newHostState(h))
+	}
+	chans, err := cfg.Store.Channels(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load channels: %w", err)
+	}
+	for _, c := range chans {
+		s.channels[c.Name] = c
+	}
+	s.m = newMetrics(cfg.Registry, s)
+	s.routes()
+	s.log.Info("control plane state loaded", "hosts", len(hosts), "channels", len(chans),
+		"interval", cfg.Interval, "offline_after", s.offlineAfter(), "flush_window", cfg.FlushWindow)
+	return s, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// offlineAfter is how long a host may be silent: 3 intervals plus grace.
+func (s *Server) offlineAfter() time.Duration { return 3*s.cfg.Interval + s.cfg.Grace }
+
+func (s *Server) routes() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+api.PathRegister, s.instrument("register", s.handleRegister))
+	mux.HandleFunc("POST /v1/hosts/{id}/heartbeat", s.instrument("heartbeat", s.handleHeartbeat))
+	mux.HandleFunc("GET "+api.PathHealthz, s.instrument("healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}))
+	mux.Handle("GET "+api.PathMetrics, promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	admin := func(route string, h http.HandlerFunc) http.HandlerFunc { return s.instrument(route, s.requireAdmin(h)) }
+	mux.HandleFunc("PUT /v1/admin/instances/{instance_id}", admin("admin_declare", s.handleDeclare))
+	mux.HandleFunc("POST "+api.PathAdminTokens, admin("admin_token", s.handleCreateToken))
+	mux.HandleFunc("GET "+api.PathAdminHosts, admin("admin_list", s.handleListHosts))
+	mux.HandleFunc("GET /v1/admin/hosts/{id}", admin("admin_get", s.handleGetHost))
+	mux.HandleFunc("POST /v1/admin/hosts/{id}/deprovision", admin("admin_deprovision", s.handleDeprovision))
+	mux.HandleFunc("GET "+api.PathAdminEvents, admin("admin_events", s.handleEvents))
+	mux.HandleFunc("PUT /v1/admin/channels/{name}", admin("admin_channel", s.handleSetChannel))
+	s.mux = mux
+}
+
+// Handler returns the HTTP handler of the whole API.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Run sweeps liveness every second and flushes live state every window
+// until ctx ends, then flushes once more.
+func (s *Server) Run(ctx context.Context) error {
+	sweep := time.NewTicker(min(time.Second, s.cfg.FlushWindow))
+	defer sweep.Stop()
+	flush := time.NewTicker(s.cfg.FlushWindow)
+	defer flush.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			s.sweep(s.cfg.Now())
+			if err := s.flush(fctx); err != nil {
+				return fmt.Errorf("final flush: %w", err)
+			}
+			return nil
+		case <-sweep.C:
+			s.sweep(s.cfg.Now())
+		case <-flush.C:
+			s.sweep(s.cfg.Now())
+			if err := s.flush(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("flush live state failed; retrying next window", "err", err)
+			}
+		}
+	}
+}
+
+func (s *Server) addEvents(evs ...store.Event) {
+	s.evMu.Lock()
+	s.pending = append(s.pending, evs...)
+	s.evMu.Unlock()
+}
+
+func (s *Server) desired(channel string) api.DesiredState {
+	s.chMu.RLock()
+	c, ok := s.channels[channel]
+	s.chMu.RUnlock()
+	if !ok {
+		return api.DesiredState{}
+	}
+	return api.DesiredState{Revision: c.Revision, Images: c.Images}
+}
