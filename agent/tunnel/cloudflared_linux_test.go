@@ -285,6 +285,9 @@ func TestCloudflaredExitCodes(t *testing.T) {
 // error it prints the help with TUNNEL_TOKEN's value as the flag's default
 // and exits 0. The unit's arguments are tested above never to cause one;
 // this test tells whoever bumps the pin whether the hazard is still there.
+// (TUNNEL_TOKEN_FILE would avoid it but is not equivalent: cloudflared then
+// treats the token as not given and picks its protocol remotely instead of
+// QUIC-first with HTTP/2 fallback.)
 func TestCloudflaredUsageErrorShowsTokenEnv(t *testing.T) {
 	testenv.RequireNetns(t)
 	bin := tunneltest.Binary(t)

@@ -23,7 +23,10 @@ const (
 	// DefaultSecretName is the SSM parameter (relative to the host's prefix)
 	// that holds the tunnel token.
 	DefaultSecretName = "tunnel-token"
-	// TokenEnv is the variable cloudflared reads the token from.
+	// TokenEnv is the variable cloudflared reads the token from. Beware: on
+	// a usage error cloudflared prints its help with this variable's value
+	// as the --token default, so the unit's output must be redacted or its
+	// arguments right (the real-binary tests check they are).
 	TokenEnv = "TUNNEL_TOKEN"
 	// ExitUsage is cloudflared's exit code for a usage error, which includes
 	// "Provided Tunnel token is not valid.": restarting cannot fix it.
