@@ -28,6 +28,9 @@ var (
 	ErrAccessDenied = errors.New("access denied")
 	// ErrRejected: the service rejected the credentials or signature.
 	ErrRejected = errors.New("credentials rejected")
+	// ErrNoCredentials: no credentials could be had (no instance profile,
+	// IMDS unreachable or refusing IMDSv2 tokens). Transient: retried.
+	ErrNoCredentials = errors.New("no credentials")
 	// ErrThrottled: the service kept throttling after capped retries.
 	ErrThrottled = errors.New("throttled")
 	// ErrUnreachable: the endpoint could not be reached or answered 5xx.

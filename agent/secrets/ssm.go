@@ -13,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
@@ -29,6 +31,9 @@ type SSMOptions struct {
 	Endpoint string
 	// Credentials overrides the default credential chain.
 	Credentials aws.CredentialsProvider
+	// IMDSEndpoint is where the chain reads instance-role credentials
+	// (default: the SDK's). They are read with IMDSv2 only, never IMDSv1.
+	IMDSEndpoint string
 	// HTTPClient overrides the SDK's HTTP client.
 	HTTPClient *http.Client
 	// MaxAttempts caps tries per request, throttled ones included (default 5).
@@ -78,6 +83,14 @@ func NewSSM(ctx context.Context, o SSMOptions) (*SSM, error) {
 	}
 	if o.Credentials != nil {
 		opts = append(opts, config.WithCredentialsProvider(o.Credentials))
+	} else {
+		opts = append(opts, config.WithEC2RoleCredentialOptions(func(ro *ec2rolecreds.Options) {
+			io := imds.Options{Endpoint: o.IMDSEndpoint, EnableFallback: aws.FalseTernary}
+			if o.HTTPClient != nil {
+				io.HTTPClient = o.HTTPClient
+			}
+			ro.Client = imds.New(io)
+		}))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
@@ -85,6 +98,9 @@ func NewSSM(ctx context.Context, o SSMOptions) (*SSM, error) {
 	}
 	if cfg.Region == "" {
 		return nil, errors.New("aws region is unknown: set secrets.region or AWS_REGION")
+	}
+	if cfg.Credentials != nil {
+		cfg.Credentials = markCredentialErrors{cfg.Credentials}
 	}
 	client := ssm.NewFromConfig(cfg, func(so *ssm.Options) {
 		if o.Endpoint != "" {
@@ -154,6 +170,9 @@ func (s *SSM) classify(err error) error {
 	var re *awshttp.ResponseError
 	var se *smithyhttp.RequestSendError
 	switch {
+	case errors.As(err, new(*credentialsError)):
+		fe.Kind = ErrNoCredentials
+		fe.Msg = fmt.Sprintf("no aws credentials to read %s: attach an instance profile (read over IMDSv2) or configure credentials", s.prefix)
 	case errors.As(err, &ae) && ae.ErrorCode() == "AccessDeniedException":
 		fe.Kind = ErrAccessDenied
 		fe.Msg = fmt.Sprintf("instance role cannot read %s: grant ssm:GetParametersByPath (and kms:Decrypt via SSM) on it", s.prefix)
@@ -187,4 +206,22 @@ var rejectedCodes = map[string]bool{
 	"ExpiredTokenException":               true,
 	"InvalidClientTokenId":                true,
 	"SignatureDoesNotMatch":               true,
+}
+
+// credentialsError marks a failure to get credentials, which the SDK
+// otherwise reports untyped.
+type credentialsError struct{ err error }
+
+func (e *credentialsError) Error() string { return e.err.Error() }
+func (e *credentialsError) Unwrap() error { return e.err }
+
+// markCredentialErrors wraps a provider so its failures are *credentialsError.
+type markCredentialErrors struct{ p aws.CredentialsProvider }
+
+func (m markCredentialErrors) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	c, err := m.p.Retrieve(ctx)
+	if err != nil {
+		return c, &credentialsError{err}
+	}
+	return c, nil
 }

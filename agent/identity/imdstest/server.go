@@ -71,6 +71,8 @@ type Server struct {
 	tags      map[string]string // nil: tags not enabled
 	spot      string            // spot/instance-action JSON, "" until set
 	lifecycle string            // autoscaling/target-lifecycle-state, "" until set
+	role      string            // instance profile role name, "" for none
+	roleCreds string            // its security-credentials JSON
 	stats     Stats
 }
 
@@ -171,6 +173,20 @@ func (s *Server) SetLifecycleState(state string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lifecycle = state
+}
+
+// SetRole attaches an instance profile: meta-data/iam/security-credentials/
+// lists role, and .../role serves these temporary credentials, as the SDK's
+// ec2rolecreds provider reads them.
+func (s *Server) SetRole(role, accessKeyID, secretAccessKey, sessionToken string, expires time.Time) {
+	b, _ := json.Marshal(map[string]string{
+		"Code": "Success", "LastUpdated": time.Now().UTC().Format(time.RFC3339), "Type": "AWS-HMAC",
+		"AccessKeyId": accessKeyID, "SecretAccessKey": secretAccessKey, "Token": sessionToken,
+		"Expiration": expires.UTC().Format(time.RFC3339),
+	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.role, s.roleCreds = role, string(b)
 }
 
 // ExpireTokens invalidates every issued token, as after their TTL.
@@ -288,6 +304,10 @@ func (s *Server) lookupLocked(path string) (string, bool) {
 		return s.spot, s.spot != ""
 	case "autoscaling/target-lifecycle-state":
 		return s.lifecycle, s.lifecycle != ""
+	case "iam/security-credentials", "iam/security-credentials/":
+		return s.role, s.role != ""
+	case "iam/security-credentials/" + s.role:
+		return s.roleCreds, s.role != ""
 	case "tags/instance", "tags/instance/":
 		if s.tags == nil {
 			return "", false
