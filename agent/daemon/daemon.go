@@ -16,6 +16,7 @@ import (
 	"github.com/molecule-ai/molecule-agent/agent/secrets"
 	"github.com/molecule-ai/molecule-agent/agent/status"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
+	"github.com/molecule-ai/molecule-agent/controlplane/api"
 )
 
 // Options configure a Daemon.
@@ -47,6 +48,7 @@ type Daemon struct {
 
 	mu       sync.Mutex
 	notice   *identity.Notice
+	boot     []api.BootStep
 	phase    string
 	sections map[string]func() any
 }
@@ -69,6 +71,7 @@ func New(o Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.sup = sup
+	d.MarkBoot(StepAgentStarted)
 	return d, nil
 }
 
