@@ -40,6 +40,7 @@ func NewSecretsStore(ctx context.Context, c config.Secrets, log *slog.Logger, on
 func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version string, o Options) (*Daemon, []Background, error) {
 	var d *Daemon
 	store, err := NewSecretsStore(ctx, cfg.Secrets, log, func(changed []string) {
+		d.MarkBoot(StepSecretsLoaded)
 		d.SecretsChanged(ctx, changed)
 	})
 	if err != nil {
