@@ -27,6 +27,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newRunCmd(), newStatusCmd(), newVersionCmd())
+	root.AddCommand(newBootstrapCmd(), newUserdataCmd())
 	return root
 }
 

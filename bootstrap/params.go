@@ -1,0 +1,221 @@
+// Package bootstrap turns a fresh EC2 instance into a running, registered
+// molecule host: it is `molecule-agent bootstrap`, what the one-line
+// user-data runs. It resolves the host's parameters (flags, else instance
+// tags through IMDSv2), checks them (one SSM read of the prefix so an IAM
+// mistake shows at boot), writes /etc/molecule-agent/agent.yaml (no
+// secrets) only when it changed, installs and starts the systemd service
+// through kardianos/service with the unit from packaging/systemd, and waits
+// for the agent to register and its units to be ready, printing one line
+// per phase. Running it again on a booted host changes nothing.
+//
+// RenderUserData renders that user-data for provisioners and refuses any
+// value that looks like a secret.
+package bootstrap
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+// Identity modes, as in agent.yaml's identity.mode.
+const (
+	IdentityIMDS       = "imds"
+	IdentityEnrollment = "enrollment"
+)
+
+// Defaults for Params.
+const (
+	DefaultChannel             = "stable"
+	DefaultEnrollmentTokenFile = "/etc/molecule-agent/enrollment-token"
+)
+
+// Instance tag keys read through IMDS when the matching flag is absent
+// (the instance must have "Allow tags in instance metadata" enabled).
+const (
+	TagRole         = "molecule:role"
+	TagOrg          = "molecule:org"
+	TagWorkspace    = "molecule:workspace"
+	TagControlPlane = "molecule:control-plane"
+	TagSSMPrefix    = "molecule:ssm-prefix"
+	TagChannel      = "molecule:channel"
+)
+
+// Params are what a host is told at boot. None of them is a secret.
+type Params struct {
+	// Role is "tenant" or "workspace".
+	Role string
+	// Org is the tenant's slug, e.g. "acme".
+	Org string
+	// Workspace is the workspace ID (workspace hosts only).
+	Workspace string
+	// ControlPlane is the control plane's base URL; empty for none.
+	ControlPlane string
+	// SSMPrefix is the host's SSM parameter path; empty for no secrets.
+	SSMPrefix string
+	// Channel is the image channel ("stable", "staging").
+	Channel string
+	// Region is the AWS region for SSM; from IMDS when empty.
+	Region string
+	// Identity is how the agent proves itself: "imds" (default) or
+	// "enrollment" (off EC2, with a token file placed by the provisioner).
+	Identity string
+	// EnrollmentTokenFile is the token's path in enrollment mode.
+	EnrollmentTokenFile string
+	// UnitsFile is an optional YAML file (e.g. baked into the AMI) whose
+	// `units:` list is copied into agent.yaml.
+	UnitsFile string
+}
+
+var (
+	roleRE      = regexp.MustCompile(`^(tenant|workspace)$`)
+	slugRE      = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	workspaceRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+	channelRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+	regionRE    = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]$`)
+	ssmPathRE   = regexp.MustCompile(`^(/[A-Za-z0-9_.-]+)+$`)
+	filePathRE  = regexp.MustCompile(`^(/[A-Za-z0-9_.@+-]+)+$`)
+)
+
+// WithDefaults fills Channel, Identity and EnrollmentTokenFile.
+func (p Params) WithDefaults() Params {
+	if p.Channel == "" {
+		p.Channel = DefaultChannel
+	}
+	if p.Identity == "" {
+		p.Identity = IdentityIMDS
+	}
+	if p.Identity == IdentityEnrollment && p.EnrollmentTokenFile == "" {
+		p.EnrollmentTokenFile = DefaultEnrollmentTokenFile
+	}
+	p.SSMPrefix = strings.TrimSuffix(p.SSMPrefix, "/")
+	return p
+}
+
+// Validate checks every field; errors name the flag.
+func (p Params) Validate() error {
+	var errs []error
+	bad := func(flag, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("--%s: "+format, append([]any{flag}, a...)...))
+	}
+	if !roleRE.MatchString(p.Role) {
+		bad("role", "%q is not a role; use tenant or workspace (or tag the instance %s)", p.Role, TagRole)
+	}
+	if !slugRE.MatchString(p.Org) {
+		bad("org", "%q is not an org slug (lowercase letters, digits, dashes)", p.Org)
+	}
+	switch {
+	case p.Role == "workspace" && p.Workspace == "":
+		bad("workspace", "a workspace host needs its workspace ID")
+	case p.Workspace != "" && !workspaceRE.MatchString(p.Workspace):
+		bad("workspace", "%q is not a workspace ID (letters, digits, _ and -)", p.Workspace)
+	}
+	if p.ControlPlane != "" {
+		if err := checkControlPlaneURL(p.ControlPlane); err != nil {
+			bad("control-plane", "%v", err)
+		}
+	}
+	if p.SSMPrefix != "" && !ssmPathRE.MatchString(p.SSMPrefix) {
+		bad("ssm-prefix", "%q is not an SSM path like /molecule/prod/tenants/acme", p.SSMPrefix)
+	}
+	if p.Channel != "" && !channelRE.MatchString(p.Channel) {
+		bad("channel", "%q is not a channel name (lowercase letters, digits, dashes)", p.Channel)
+	}
+	if p.Region != "" && !regionRE.MatchString(p.Region) {
+		bad("region", "%q is not an AWS region like us-east-2", p.Region)
+	}
+	switch p.Identity {
+	case "", IdentityIMDS:
+	case IdentityEnrollment:
+		if p.EnrollmentTokenFile != "" && !filePathRE.MatchString(p.EnrollmentTokenFile) {
+			bad("enrollment-token-file", "%q is not an absolute path", p.EnrollmentTokenFile)
+		}
+		if p.SSMPrefix != "" && p.Region == "" {
+			bad("region", "needed with --ssm-prefix off EC2 (no IMDS to ask)")
+		}
+	default:
+		bad("identity", "%q: use imds or enrollment", p.Identity)
+	}
+	if p.UnitsFile != "" && !filePathRE.MatchString(p.UnitsFile) {
+		bad("units-file", "%q is not an absolute path", p.UnitsFile)
+	}
+	return errors.Join(errs...)
+}
+
+func checkControlPlaneURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("not a URL: %v", redactURLError(err))
+	}
+	switch {
+	case u.Scheme != "https" && u.Scheme != "http":
+		return fmt.Errorf("%q: use an https:// URL", u.Redacted())
+	case u.Host == "":
+		return fmt.Errorf("%q has no host", u.Redacted())
+	case u.User != nil:
+		return errors.New("must not carry credentials (user:password@): the agent proves itself with its identity")
+	case u.RawQuery != "" || u.Fragment != "":
+		return fmt.Errorf("%q: drop the query and fragment", u.Redacted())
+	}
+	return nil
+}
+
+// redactURLError drops the URL url.Parse quotes in its error, which could
+// hold credentials.
+func redactURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// flags returns the bootstrap flags for p, in a fixed order, skipping
+// empty and default values.
+func (p Params) flags() [][2]string {
+	var f [][2]string
+	add := func(name, v string) {
+		if v != "" {
+			f = append(f, [2]string{name, v})
+		}
+	}
+	add("role", p.Role)
+	add("org", p.Org)
+	add("workspace", p.Workspace)
+	add("control-plane", p.ControlPlane)
+	add("ssm-prefix", p.SSMPrefix)
+	if p.Channel != DefaultChannel {
+		add("channel", p.Channel)
+	}
+	add("region", p.Region)
+	if p.Identity != IdentityIMDS {
+		add("identity", p.Identity)
+	}
+	if p.EnrollmentTokenFile != DefaultEnrollmentTokenFile {
+		add("enrollment-token-file", p.EnrollmentTokenFile)
+	}
+	add("units-file", p.UnitsFile)
+	return f
+}
+
+// fromTags fills empty fields of p from instance tags.
+func (p Params) fromTags(tags map[string]string) Params {
+	fill := func(dst *string, key string) {
+		if *dst == "" {
+			*dst = tags[key]
+		}
+	}
+	fill(&p.Role, TagRole)
+	fill(&p.Org, TagOrg)
+	fill(&p.Workspace, TagWorkspace)
+	fill(&p.ControlPlane, TagControlPlane)
+	fill(&p.SSMPrefix, TagSSMPrefix)
+	fill(&p.Channel, TagChannel)
+	return p
+}
+
+// needsTags reports whether a required parameter is missing, so the
+// instance tags must be read.
+func (p Params) needsTags() bool { return p.Role == "" || p.Org == "" }
