@@ -85,6 +85,12 @@ func (c *Checker) check(ctx context.Context) {
 		// No register answer in the output and not online: treat like a 401.
 		c.timedOut, c.stale = true, true
 	}
+	if !removedNow && c.st.Registration != Registered && c.runCode == http.StatusUnauthorized {
+		c.st.Detail = c.staleDetail
+		if c.st.Detail == "" {
+			c.st.Detail = "the runtime's register got 401: stale workspace token"
+		}
+	}
 	alreadyRemoved := c.removed
 	if removedNow {
 		c.removed = true
@@ -106,11 +112,11 @@ func (c *Checker) check(ctx context.Context) {
 func (c *Checker) onFound(ws string) {
 	switch {
 	case ws == "online" && c.runCode == http.StatusUnauthorized:
+		// The tenant still shows the previous run's registration.
 		c.st.Registration = NotRegistered
-		c.st.Detail = "the runtime's register got 401 (stale workspace token); the tenant still shows the previous registration"
 	case ws == "online":
 		c.st.Registration, c.st.Detail = Registered, ""
-		c.attempted = false
+		c.attempted, c.staleDetail = false, ""
 		if c.st.TokenRecovery == RecoveryRestarted || c.st.TokenRecovery == RecoveryFailed {
 			c.st.TokenRecovery = RecoveryRecovered
 		}
@@ -131,6 +137,7 @@ func (c *Checker) recover(ctx context.Context) {
 		c.st.TokenRecovery = RecoveryFailed
 		c.st.Detail = "the tenant still rejects the workspace token after a refresh and one restart; put a valid token in " +
 			c.o.TokenLocation + " (the runtime restarts when it changes)"
+		c.staleDetail = c.st.Detail
 		c.mu.Unlock()
 		c.log.Error("workspace token rejected again after a refresh and restart; not restarting again", "token", c.o.TokenLocation)
 		return
@@ -155,12 +162,14 @@ func (c *Checker) recover(ctx context.Context) {
 		c.st.TokenRecovery = RecoveryFailed
 		c.st.Detail = "the tenant rejects the workspace token and " + c.o.TokenLocation +
 			" still holds the same one; rotate it there (the runtime restarts when it changes)"
+		c.staleDetail = c.st.Detail
 		c.mu.Unlock()
 		c.log.Error("workspace token rejected and unchanged in the secrets source; not restarting", "token", c.o.TokenLocation)
 		return
 	}
 	c.st.TokenRecovery = RecoveryRestarted
 	c.st.Detail = "workspace token rejected; restarted the runtime with the refreshed token"
+	c.staleDetail = c.st.Detail
 	c.mu.Unlock()
 	c.log.Warn("workspace token rejected; restarting the runtime once with the refreshed token")
 	if c.o.Restart != nil {

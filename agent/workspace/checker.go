@@ -102,17 +102,19 @@ type Checker struct {
 	wake chan struct{}
 	now  func() time.Time
 
-	mu         sync.Mutex
-	st         Status
-	runStart   time.Time
-	runCode    int  // register answer of the current run (0: unknown)
-	stale      bool // a stale-token signal waits for the loop
-	timedOut   bool // the RegisterTimeout fallback fired for this run
-	attempted  bool // a recovery was made since the last registration
-	seenFound  bool
-	notFound   int
-	removed    bool
-	lastLogged string
+	mu        sync.Mutex
+	st        Status
+	runStart  time.Time
+	runCode   int  // register answer of the current run (0: unknown)
+	stale     bool // a stale-token signal waits for the loop
+	timedOut  bool // the RegisterTimeout fallback fired for this run
+	attempted bool // a recovery was made since the last registration
+	// staleDetail explains the last stale-token handling until a registration.
+	staleDetail string
+	seenFound   bool
+	notFound    int
+	removed     bool
+	lastLogged  string
 }
 
 // NewChecker checks the options and returns a Checker; nothing runs until Run.

@@ -1,0 +1,248 @@
+package workspace_test
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/molecule-ai/molecule-agent/agent/supervisor"
+	"github.com/molecule-ai/molecule-agent/agent/workspace"
+	"github.com/molecule-ai/molecule-agent/agent/workspace/workspacetest"
+)
+
+// TestRegisters: with the token in the secrets source, the runtime started
+// by the supervisor registers with it, heartbeats, turns ready on its agent
+// card, and the unit's status says registered.
+func TestRegisters(t *testing.T) {
+	for _, proxy := range []bool{false, true} {
+		name := "direct"
+		if proxy {
+			name = "through the org proxy"
+		}
+		t.Run(name, func(t *testing.T) {
+			ten := workspacetest.NewTenant(orgID)
+			defer ten.Close()
+			tok := ten.IssueToken(workspaceID)
+			start := time.Now()
+			r := newRig(t, ten, rigOptions{token: tok, proxy: proxy})
+			r.waitRegistered()
+			t.Logf("registered and ready %s after start", time.Since(start).Round(time.Millisecond))
+			waitFor(t, "2 heartbeats", func() bool { return ten.Heartbeats(workspaceID) >= 2 })
+
+			rep := r.unit().Info
+			for k, want := range map[string]string{"registration": "registered", "workspace_status": "online",
+				"registration_http_status": "200", "register_status": "200"} {
+				if rep[k] != want {
+					t.Errorf("status info %s: got %q, want %q", k, rep[k], want)
+				}
+			}
+			for _, req := range ten.Requests() {
+				switch {
+				case strings.HasPrefix(req.Path, "/registry/"):
+					if got := req.Header.Get("Authorization"); got != "Bearer "+tok {
+						t.Errorf("%s: runtime did not send the token from the secrets source", req.Path)
+					}
+					if proxy && req.Header.Get(workspacetest.OrgHeader) != orgID {
+						t.Errorf("%s through the proxy: got org header %q, want %q", req.Path, req.Header.Get(workspacetest.OrgHeader), orgID)
+					}
+				case strings.HasPrefix(req.Path, "/workspaces/"):
+					if req.Header.Get(workspacetest.OrgHeader) != orgID {
+						t.Errorf("checker's %s without the org header", req.Path)
+					}
+				}
+			}
+			if n := ten.Registrations(workspaceID); n != 1 {
+				t.Errorf("registrations: got %d, want 1", n)
+			}
+			// What the runtime was given.
+			pid := r.unit().PID
+			env, err := os.ReadFile("/proc/" + itoa(pid) + "/environ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantPlatform := ten.URL()
+			if proxy {
+				wantPlatform = r.proxy.URL()
+			}
+			for _, kv := range []string{"WORKSPACE_ID=" + workspaceID, "PLATFORM_URL=" + wantPlatform,
+				"MOLECULE_URL=" + wantPlatform, "HOSTNAME=127.0.0.1", "ADAPTER_MODULE=adapter",
+				"WORKSPACE_CONFIG_PATH=" + r.dir, "CONFIGS_DIR=" + r.dir, "OPENAI_API_KEY=sk-test-not-a-token"} {
+				if !strings.Contains("\x00"+string(env)+"\x00", "\x00"+kv+"\x00") {
+					t.Errorf("runtime env lacks %s", kv)
+				}
+			}
+			fi, err := os.Stat(filepath.Join(r.dir, workspace.TokenFile))
+			if err != nil || fi.Mode().Perm() != 0o600 {
+				t.Errorf("token file: got %v %v, want mode 0600", fi, err)
+			}
+			b, _ := os.ReadFile(r.logPath)
+			if !strings.Contains(string(b), "Registered with platform: 200") {
+				t.Errorf("runtime log %s lacks the runtime's output", r.logPath)
+			}
+			r.leakScan(pid, tok)
+		})
+	}
+}
+
+// TestStaleTokenRecovers: the runtime starts with a token the tenant
+// rejects while the secrets source already holds the new one: the agent
+// refreshes, restarts the runtime once, and it registers.
+func TestStaleTokenRecovers(t *testing.T) {
+	ten := workspacetest.NewTenant(orgID)
+	defer ten.Close()
+	newTok := ten.IssueToken(workspaceID)
+	oldTok := "stale-token-0123456789-abcdefghijklmnopqrst"
+	r := newRig(t, ten, rigOptions{token: oldTok, laterToken: newTok})
+	waitFor(t, "recovery", func() bool {
+		st := r.checker.Status()
+		return st.Registration == workspace.Registered && st.TokenRecovery == workspace.RecoveryRecovered
+	})
+	r.settle(10)
+	if n := ten.Registrations(workspaceID); n != 2 {
+		t.Errorf("register attempts: got %d, want 2 (one rejected, one after the single restart)", n)
+	}
+	b, _ := os.ReadFile(filepath.Join(r.dir, workspace.TokenFile))
+	if string(b) != newTok {
+		t.Errorf(".auth_token does not hold the refreshed token")
+	}
+	r.leakScan(r.unit().PID, oldTok, newTok)
+}
+
+// TestStaleTokenDoesNotLoop: when the refreshed token is rejected too, or
+// the source holds the same stale token, the agent reports it and stops
+// restarting.
+func TestStaleTokenDoesNotLoop(t *testing.T) {
+	tests := []struct {
+		name      string
+		later     string // token in the source after the first load
+		wantRegs  int
+		wantInLog string
+	}{
+		{"source holds the same token", "", 1, "unchanged in the secrets source"},
+		{"refreshed token rejected too", "another-wrong-token-0123456789-abcdefghijkl", 2, "rejected again after a refresh and restart"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ten := workspacetest.NewTenant(orgID)
+			defer ten.Close()
+			live := ten.IssueToken(workspaceID)
+			stale := "stale-token-0123456789-abcdefghijklmnopqrst"
+			r := newRig(t, ten, rigOptions{token: stale, laterToken: tc.later})
+			waitFor(t, "recovery failure", func() bool {
+				return r.checker.Status().TokenRecovery == workspace.RecoveryFailed && ten.Registrations(workspaceID) >= tc.wantRegs
+			})
+			r.settle(20)
+			if n := ten.Registrations(workspaceID); n != tc.wantRegs {
+				t.Errorf("register attempts: got %d, want %d", n, tc.wantRegs)
+			}
+			rep := r.unit().Info
+			if rep["registration"] != workspace.NotRegistered || rep["token_recovery"] != workspace.RecoveryFailed ||
+				rep["register_status"] != "401" || !strings.Contains(rep["registration_detail"], tokenName) {
+				t.Errorf("status info: got %v, want not_registered, token_recovery failed, register_status 401, detail naming the parameter", rep)
+			}
+			if !strings.Contains(r.logs.String(), tc.wantInLog) {
+				t.Errorf("agent log lacks %q", tc.wantInLog)
+			}
+			if st := r.unit(); st.State != supervisor.Ready || st.Restarts != 0 {
+				t.Errorf("unit: got %s with %d restarts, want the runtime left running (ready, 0 crash restarts)", st.State, st.Restarts)
+			}
+			r.leakScan(r.unit().PID, stale, tc.later, live)
+		})
+	}
+}
+
+// TestTokenMissing: no token in the source: the runtime is not started and
+// the status says what is missing; once the token appears it starts.
+func TestTokenMissing(t *testing.T) {
+	ten := workspacetest.NewTenant(orgID)
+	defer ten.Close()
+	tok := ten.IssueToken(workspaceID)
+	r := newRig(t, ten, rigOptions{})
+	waitFor(t, "blocked", func() bool { return r.unit().State == supervisor.Blocked })
+	st := r.unit()
+	if !strings.Contains(st.Detail, "workspace auth token missing") || !strings.Contains(st.Detail, tokenName) {
+		t.Errorf("detail: got %q, want it to name the missing token parameter", st.Detail)
+	}
+	r.settle(5)
+	if st := r.unit(); st.PID != 0 || st.State != supervisor.Blocked {
+		t.Errorf("unit: got %s pid %d, want blocked and not started", st.State, st.PID)
+	}
+	if n := ten.Registrations(workspaceID); n != 0 {
+		t.Errorf("register attempts: got %d, want 0", n)
+	}
+	if _, err := os.Stat(filepath.Join(r.dir, workspace.TokenFile)); !os.IsNotExist(err) {
+		t.Errorf("token file exists without a token: %v", err)
+	}
+	if got := r.checker.Status().Registration; got != workspace.NotRegistered {
+		t.Errorf("registration: got %q, want not_registered", got)
+	}
+
+	writeSecrets(t, r.secPath, tok)
+	if _, err := r.store.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	r.sup.Poke()
+	r.waitRegistered()
+	r.leakScan(r.unit().PID, tok)
+}
+
+// TestRemovedWorkspace: a workspace removed (or deleted, 404) on the tenant
+// stops the runtime for good.
+func TestRemovedWorkspace(t *testing.T) {
+	for _, how := range []string{"status removed", "404"} {
+		t.Run(how, func(t *testing.T) {
+			ten := workspacetest.NewTenant(orgID)
+			defer ten.Close()
+			tok := ten.IssueToken(workspaceID)
+			r := newRig(t, ten, rigOptions{token: tok})
+			r.waitRegistered()
+			pid := r.unit().PID
+			r.leakScan(pid, tok)
+			if how == "404" {
+				ten.Delete(workspaceID)
+			} else {
+				ten.SetStatus(workspaceID, "removed")
+			}
+			waitFor(t, "runtime stopped", func() bool {
+				return r.unit().State == supervisor.Stopped && r.checker.Status().Registration == workspace.Removed
+			})
+			if err := syscall.Kill(pid, 0); err != syscall.ESRCH {
+				t.Errorf("runtime pid %d still exists (kill 0: %v)", pid, err)
+			}
+			if err := r.sup.Restart(t.Context(), "runtime", "test"); err == nil {
+				t.Errorf("the runtime unit is still supervised after removal; want it stopped for good")
+			}
+			if st := r.unit(); st.State != supervisor.Stopped || st.PID != 0 {
+				t.Errorf("unit: got %s pid %d, want stopped", st.State, st.PID)
+			}
+			if rep := r.unit().Info; rep["registration"] != workspace.Removed {
+				t.Errorf("status info registration: got %q, want removed", rep["registration"])
+			}
+			r.leakScan(0, tok)
+		})
+	}
+}
+
+// TestUnknownOrgDoesNotStop: a 404 before the workspace was ever found (a
+// wrong org id looks the same) is reported, and never stops the runtime.
+func TestUnknownOrgDoesNotStop(t *testing.T) {
+	ten := workspacetest.NewTenant("some-other-org")
+	defer ten.Close()
+	tok := ten.IssueToken(workspaceID)
+	r := newRig(t, ten, rigOptions{token: tok})
+	waitFor(t, "ready", func() bool { return r.unit().Ready })
+	r.settle(10)
+	st := r.checker.Status()
+	if st.Registration != workspace.NotRegistered || st.HTTPStatus != 404 || !strings.Contains(st.Detail, "org id") {
+		t.Errorf("status: got %+v, want not_registered, 404, a detail about the org id", st)
+	}
+	if u := r.unit(); u.State != supervisor.Ready {
+		t.Errorf("unit: got %s, want ready (not stopped)", u.State)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

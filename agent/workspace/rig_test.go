@@ -1,0 +1,299 @@
+package workspace_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/molecule-ai/molecule-agent/agent/restart"
+	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/supervisor"
+	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/agent/workspace"
+	"github.com/molecule-ai/molecule-agent/agent/workspace/workspacetest"
+)
+
+// runtimeBin is the stand-in runtime, built once by TestMain ("" when the go
+// tool is missing: e2e tests then skip, or fail under CI).
+var runtimeBin string
+
+func TestMain(m *testing.M) {
+	if err := supervisor.BecomeSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, "subreaper:", err)
+		os.Exit(1)
+	}
+	dir, err := os.MkdirTemp("", "standin-runtime-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if goTool, err := exec.LookPath("go"); err == nil {
+		if runtimeBin, err = workspacetest.BuildRuntime(goTool, dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const (
+	workspaceID = "8d0a4c9e-2f7b-4b7e-9a51-3c1de0f4a001"
+	orgID       = "org-acme"
+	tokenName   = workspace.DefaultTokenSecret
+)
+
+// syncBuffer is the agent's log, written from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type rigOptions struct {
+	token      string // the token in the secrets source at start; "" = missing
+	laterToken string // when set, the source holds this one after the first load
+	proxy      bool
+}
+
+// rig is the workspace role assembled from real parts: a file secrets
+// source and store, the real supervisor running the stand-in runtime with
+// ExecDriver, the rotating log sink, the Checker, against the stand-in tenant.
+type rig struct {
+	t       *testing.T
+	ten     *workspacetest.Tenant
+	store   *secrets.Store
+	sup     *supervisor.Supervisor
+	checker *workspace.Checker
+	proxy   *workspace.Proxy
+	logs    *syncBuffer
+	dir     string
+	logPath string
+	secPath string
+	port    int
+}
+
+func requireRuntime(t *testing.T) {
+	t.Helper()
+	if runtimeBin == "" {
+		testenv.Missing(t, "the go tool (to build the stand-in runtime)")
+	}
+}
+
+func writeSecrets(t *testing.T, path, token string) {
+	t.Helper()
+	content := "openai-api-key: sk-test-not-a-token\n"
+	if token != "" {
+		content += tokenName + ": " + token + "\n"
+	}
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
+	t.Helper()
+	requireRuntime(t)
+	tmp := t.TempDir()
+	r := &rig{t: t, ten: ten, logs: &syncBuffer{}, dir: filepath.Join(tmp, "configs"),
+		logPath: filepath.Join(tmp, "molecule-runtime.log"), secPath: filepath.Join(tmp, "secrets.yaml"), port: freePort(t)}
+	log := slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	writeSecrets(t, r.secPath, o.token)
+	r.store = secrets.NewStore(secrets.NewFile(r.secPath), secrets.StoreOptions{Logger: log})
+	if err := r.store.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if o.laterToken != "" {
+		writeSecrets(t, r.secPath, o.laterToken)
+	}
+	platformURL := ten.URL()
+	if o.proxy {
+		p, err := workspace.ListenProxy("127.0.0.1:0", ten.URL(), orgID, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.proxy, platformURL = p, p.URL()
+	}
+	logf, err := workspace.OpenRotating(r.logPath, 64<<10, 2, -1, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var sup *supervisor.Supervisor
+	r.checker, err = workspace.NewChecker(workspace.CheckerOptions{
+		TenantURL: ten.URL(), WorkspaceID: workspaceID, OrgID: orgID, Log: log,
+		Interval: 50 * time.Millisecond, SteadyInterval: 100 * time.Millisecond,
+		TokenLocation: r.secPath + ":" + tokenName,
+		RefreshToken: func(ctx context.Context) (bool, error) {
+			changed, err := r.store.Refresh(ctx)
+			return slices.Contains(changed, tokenName), err
+		},
+		Restart: func(ctx context.Context, reason string) error { return sup.Restart(ctx, "runtime", reason) },
+		Stop:    func() { sup.StopUnits("runtime") },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := workspace.NewSink(logf, r.checker.ObserveLine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := workspace.RuntimeOptions{
+		WorkspaceID: workspaceID, PlatformURL: platformURL, HostIP: "127.0.0.1", ConfigsDir: r.dir,
+		Config: workspace.RuntimeConfig{Name: "Research", Description: "test workspace", Tier: 2,
+			Runtime: "claude-code", Model: "anthropic:claude-sonnet", Port: r.port},
+		Token:         func() (secrets.Secret, bool) { return r.store.Get(tokenName) },
+		TokenLocation: r.secPath + ":" + tokenName,
+		Secrets: func() map[string]secrets.Secret {
+			v, _ := r.store.Get("openai-api-key")
+			return map[string]secrets.Secret{"OPENAI_API_KEY": v}
+		},
+		Checker: r.checker, Log: log,
+	}
+	inner := func(context.Context) ([]string, error) {
+		return []string{"PATH=/usr/bin:/bin", "STANDIN_HEARTBEAT_INTERVAL=100ms"}, nil
+	}
+	sup, err = supervisor.New(log, []supervisor.Spec{{
+		Name: "runtime", Kind: "exec",
+		Driver:        &supervisor.ExecDriver{Command: runtimeBin, Log: log, Stdout: sink.File()},
+		Prober:        r.checker.Prober(workspace.CardProbe(r.port)),
+		ProbeInterval: 50 * time.Millisecond, Grace: 5 * time.Second,
+		Restart: restart.Policy{Mode: restart.Always, InitialDelay: 50 * time.Millisecond,
+			MaxDelay: time.Second, Budget: 10, Window: time.Minute},
+		Prepare: rt.Prepare(inner),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.sup = sup
+	sup.Start(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); r.checker.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		sup.Stop()
+		sink.Close(2 * time.Second)
+		_ = logf.Close()
+		if r.proxy != nil {
+			_ = r.proxy.Close()
+		}
+		if t.Failed() {
+			t.Logf("agent log:\n%s", r.logs.String())
+			b, _ := os.ReadFile(r.logPath)
+			t.Logf("runtime log:\n%s", b)
+		}
+	})
+	return r
+}
+
+func (r *rig) unit() supervisor.UnitStatus {
+	return r.sup.Status()[0]
+}
+
+// waitFor polls cond until it holds or testenv.Long passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(testenv.Long)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// settle waits for n more registration checks, so a loop would show.
+func (r *rig) settle(n int) {
+	r.t.Helper()
+	target := r.checker.Status().Checks + n
+	waitFor(r.t, fmt.Sprintf("%d more registration checks", n), func() bool { return r.checker.Status().Checks >= target })
+}
+
+func (r *rig) waitRegistered() {
+	r.t.Helper()
+	waitFor(r.t, "registration", func() bool {
+		return r.checker.Status().Registration == workspace.Registered && r.unit().Ready
+	})
+}
+
+// leakScan fails if any token appears where it must not: the agent's log,
+// the runtime's log files, the runtime's argv, the status (unit status with
+// its Report fields, which heartbeats carry) and the checker's status.
+func (r *rig) leakScan(pid int, tokens ...string) {
+	r.t.Helper()
+	places := map[string]string{"agent log": r.logs.String()}
+	files, _ := filepath.Glob(r.logPath + "*")
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		places["runtime log "+filepath.Base(f)] = string(b)
+	}
+	if pid > 0 {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		if err != nil {
+			r.t.Errorf("read runtime argv: %v", err)
+		}
+		places["runtime argv"] = string(b)
+		env, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+		places["runtime environ"] = string(env)
+	}
+	st, _ := json.Marshal(r.sup.Status())
+	places["unit status"] = string(st)
+	cs, _ := json.Marshal(r.checker.Status())
+	places["checker status"] = string(cs)
+	rep, _ := json.Marshal(r.checker.Report())
+	places["report"] = string(rep)
+	for where, text := range places {
+		for _, tok := range tokens {
+			if tok == "" {
+				continue
+			}
+			if strings.Contains(text, tok) || strings.Contains(text, tok[:8]) {
+				r.t.Errorf("%s contains a workspace token (or its prefix)", where)
+			}
+		}
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
