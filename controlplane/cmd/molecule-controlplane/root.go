@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/molecule-ai/molecule-agent/agent/secrets"
+)
+
+// env is what main reads from the environment.
+type env struct {
+	adminToken string
+}
+
+func run(ctx context.Context, args []string, e env) error {
+	root := &cobra.Command{
+		Use:           "molecule-controlplane",
+		Short:         "The molecule fleet control plane",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(serveCmd(e), devCmd(e), simulateCmd(e), &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), version) },
+	})
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
+}
+
+// adminToken reads the admin token from path, else from the environment.
+// It never comes from argv.
+func adminToken(path string, e env) (secrets.Secret, error) {
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return secrets.Secret{}, fmt.Errorf("--admin-token-file: %w", err)
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return secrets.Secret{}, fmt.Errorf("--admin-token-file %s is empty", path)
+		}
+		return secrets.New(tok), nil
+	}
+	if e.adminToken != "" {
+		return secrets.New(e.adminToken), nil
+	}
+	return secrets.Secret{}, fmt.Errorf("no admin token: pass --admin-token-file or set MOLECULE_CP_ADMIN_TOKEN")
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
