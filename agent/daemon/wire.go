@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sync"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/identity"
@@ -15,13 +17,14 @@ type Background func(ctx context.Context)
 
 // NewSecretsStore builds the store for the configured source, or nil when
 // the config has none. Nothing is fetched yet.
-func NewSecretsStore(ctx context.Context, c config.Secrets, log *slog.Logger, onChange func([]string)) (*secrets.Store, error) {
+func NewSecretsStore(ctx context.Context, c config.Secrets, imdsEndpoint string, log *slog.Logger, onChange func([]string)) (*secrets.Store, error) {
 	var src secrets.Source
 	switch c.Source {
 	case "":
 		return nil, nil
 	case "ssm":
-		s, err := secrets.NewSSM(ctx, secrets.SSMOptions{Prefix: c.Prefix, Region: c.Region, Endpoint: c.Endpoint})
+		s, err := secrets.NewSSM(ctx, secrets.SSMOptions{Prefix: c.Prefix, Region: c.Region, Endpoint: c.Endpoint,
+			IMDSEndpoint: imdsEndpoint})
 		if err != nil {
 			return nil, fmt.Errorf("secrets: %w", err)
 		}
@@ -39,10 +42,10 @@ func NewSecretsStore(ctx context.Context, c config.Secrets, log *slog.Logger, on
 // and the loops to run beside it.
 func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version string, o Options) (*Daemon, []Background, error) {
 	var d *Daemon
-	store, err := NewSecretsStore(ctx, cfg.Secrets, log, func(changed []string) {
-		d.MarkBoot(StepSecretsLoaded)
-		d.SecretsChanged(ctx, changed)
-	})
+	// Changes are handed to a loop of their own so a slow restart never
+	// holds up the next refresh.
+	changes := &changeQueue{wake: make(chan struct{}, 1)}
+	store, err := NewSecretsStore(ctx, cfg.Secrets, cfg.Identity.IMDSEndpoint, log, changes.add)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -57,11 +60,50 @@ func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version
 	var bg []Background
 	if store != nil {
 		d.AddSection("secrets", func() any { return store.Status() })
-		bg = append(bg, func(ctx context.Context) { _ = store.Run(ctx) })
+		bg = append(bg, func(ctx context.Context) { _ = store.Run(ctx) }, func(ctx context.Context) {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-changes.wake:
+					d.MarkBoot(StepSecretsLoaded)
+					d.SecretsChanged(ctx, changes.take())
+				}
+			}
+		})
 	}
 	if cfg.Identity.WatchInterruptions {
 		ic := identity.New(identity.Options{Endpoint: cfg.Identity.IMDSEndpoint, Logger: log})
 		bg = append(bg, d.interruptionWatch(ic, log))
 	}
 	return d, bg, nil
+}
+
+// changeQueue merges changed secret names until the restart loop takes them.
+type changeQueue struct {
+	mu    sync.Mutex
+	names []string
+	wake  chan struct{}
+}
+
+func (q *changeQueue) add(names []string) {
+	q.mu.Lock()
+	for _, n := range names {
+		if !slices.Contains(q.names, n) {
+			q.names = append(q.names, n)
+		}
+	}
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (q *changeQueue) take() []string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := q.names
+	q.names = nil
+	return n
 }
