@@ -16,6 +16,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/google/uuid"
+
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/status"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
@@ -61,19 +63,26 @@ func (s *syncBuf) String() string {
 }
 
 type agentRun struct {
-	cmd    *exec.Cmd
-	log    *syncBuf
-	socket string
-	done   chan struct{}
+	cmd     *exec.Cmd
+	log     *syncBuf
+	socket  string
+	secrets string
+	done    chan struct{}
 }
 
-// runAgent runs `molecule-agent run` supervising u, whose TUNNEL_TOKEN is
-// given as a literal env value: the agent has no secrets source wired yet.
+// runAgent runs `molecule-agent run` supervising u, with a secrets file
+// source (re-read every 200ms) holding tunnel-token = token.
 func runAgent(t *testing.T, bin string, u config.Unit, token string) *agentRun {
 	t.Helper()
 	dir := t.TempDir()
-	u.Env = map[string]string{TokenEnv: token}
-	cfg, err := yaml.Marshal(map[string]any{"state_dir": dir + "/state", "run_dir": dir + "/run", "units": []config.Unit{u}})
+	a := &agentRun{log: &syncBuf{}, socket: dir + "/run/agent.sock", done: make(chan struct{}),
+		secrets: filepath.Join(dir, "secrets.yaml")}
+	a.setToken(t, token)
+	cfg, err := yaml.Marshal(map[string]any{
+		"state_dir": dir + "/state", "run_dir": dir + "/run",
+		"secrets": map[string]string{"source": "file", "file": a.secrets, "refresh": "200ms"},
+		"units":   []config.Unit{u},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +90,6 @@ func runAgent(t *testing.T, bin string, u config.Unit, token string) *agentRun {
 	if err := os.WriteFile(path, cfg, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := &agentRun{log: &syncBuf{}, socket: dir + "/run/agent.sock", done: make(chan struct{})}
 	a.cmd = exec.Command(bin, "run", "--config", path)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -97,6 +105,32 @@ func runAgent(t *testing.T, bin string, u config.Unit, token string) *agentRun {
 		}
 	})
 	return a
+}
+
+// setToken (re)writes the secrets file atomically.
+func (a *agentRun) setToken(t *testing.T, token string) {
+	t.Helper()
+	b, err := yaml.Marshal(map[string]string{DefaultSecretName: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := a.secrets + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, a.secrets); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// statusCLI runs `molecule-agent status` against the agent's socket.
+func (a *agentRun) statusCLI(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(bin, append([]string{"status", "--socket", a.socket}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("molecule-agent status: %v\n%s", err, out)
+	}
+	return string(out)
 }
 
 // waitUnit polls the status API until the unit satisfies cond.
@@ -161,10 +195,24 @@ func TestAgentSupervisesCloudflared(t *testing.T) {
 	}
 	a := runAgent(t, agent, u, tok.Token)
 
-	// Running, not ready, and /ready says 0 connections.
-	st := a.waitUnit(t, "running, not ready", func(s supervisor.UnitStatus) bool {
-		return s.State == supervisor.Running && !s.Ready && s.PID > 0
+	// Running, not ready, 0 connections, with its tunnel ID in status.
+	st := a.waitUnit(t, "running, not ready, 0 connections", func(s supervisor.UnitStatus) bool {
+		return s.State == supervisor.Running && !s.Ready && s.PID > 0 && s.Detail == "0 connections"
 	})
+	if st.Info["tunnel_id"] != tok.TunnelID || st.Info["ready_connections"] != "0" {
+		t.Errorf("status info = %v, want tunnel_id %s and ready_connections 0", st.Info, tok.TunnelID)
+	}
+	firstConnector := st.Info["connector_id"]
+	if _, err := uuid.Parse(firstConnector); err != nil {
+		t.Errorf("status connector_id %q is not a UUID", firstConnector)
+	}
+	table := a.statusCLI(t, agent)
+	for _, want := range []string{"cloudflared", "running", "0 connections", "tunnel_id=" + tok.TunnelID} {
+		if !strings.Contains(table, want) {
+			t.Errorf("molecule-agent status lacks %q:\n%s", want, table)
+		}
+	}
+	statusJSON := a.statusCLI(t, agent, "--json")
 	probe := NewProbe(opts.metricsPort(), nil)
 	waitAnswer(t, probe)
 	if ready, detail, err := probe.Ready(context.Background()); ready || detail != "0 connections" || err != nil {
@@ -192,6 +240,10 @@ func TestAgentSupervisesCloudflared(t *testing.T) {
 	}
 	waitAnswer(t, probe)
 	t.Logf("measured: kill -9 → restarted and metrics port answering in %v", time.Since(killed).Round(time.Millisecond))
+	// Status moves on to the new run's connector.
+	a.waitUnit(t, "reporting the new connector", func(s supervisor.UnitStatus) bool {
+		return s.PID == st.PID && s.Info["connector_id"] != "" && s.Info["connector_id"] != firstConnector
+	})
 
 	// The token is in neither argv nor the agent's log.
 	secondPID := st.PID
@@ -205,6 +257,9 @@ func TestAgentSupervisesCloudflared(t *testing.T) {
 		}
 		if strings.Contains(a.log.String(), leak) {
 			t.Errorf("the agent's log contains the token")
+		}
+		if strings.Contains(table+statusJSON, leak) {
+			t.Errorf("molecule-agent status shows the token")
 		}
 	}
 	if !strings.Contains(a.log.String(), "Starting tunnel tunnelID="+tok.TunnelID) {
@@ -236,9 +291,10 @@ func TestAgentSupervisesCloudflared(t *testing.T) {
 	}
 }
 
-// TestAgentMalformedTokenIsPermanent: cloudflared exits 255 on a malformed
-// token and the agent does not restart it.
-func TestAgentMalformedTokenIsPermanent(t *testing.T) {
+// TestAgentMalformedTokenBlocksUntilFixed: a malformed token is a clear,
+// permanent error before cloudflared ever starts (no restart loop); fixing
+// the secret starts it.
+func TestAgentMalformedTokenBlocksUntilFixed(t *testing.T) {
 	testenv.RequireNetns(t)
 	cf := tunneltest.Binary(t)
 	agent := agentBinary(t)
@@ -251,14 +307,38 @@ func TestAgentMalformedTokenIsPermanent(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := runAgent(t, agent, u, bad)
-	st := a.waitUnit(t, "failed", func(s supervisor.UnitStatus) bool { return s.State == supervisor.Failed })
-	if st.Restarts != 0 || !strings.Contains(st.LastExit, "255") {
-		t.Errorf("status = %d restarts, last exit %q; want 0 restarts after exit 255", st.Restarts, st.LastExit)
+	st := a.waitUnit(t, "blocked", func(s supervisor.UnitStatus) bool { return s.State == supervisor.Blocked })
+	const want = "tunnel token under tunnel-token is not a cloudflared token ("
+	if !strings.HasPrefix(st.Detail, want) || st.PID != 0 || st.Restarts != 0 {
+		t.Errorf("status = %q, pid %d, %d restarts; want %q…, no process, 0 restarts", st.Detail, st.PID, st.Restarts, want)
 	}
-	if strings.Contains(a.log.String(), bad) {
-		t.Errorf("the agent's log contains the token")
+	table := a.statusCLI(t, agent)
+	if !strings.Contains(table, "blocked") || !strings.Contains(table, "is not a cloudflared token") {
+		t.Errorf("molecule-agent status does not show the token error:\n%s", table)
 	}
-	if !strings.Contains(a.log.String(), "Provided Tunnel token is not valid.") {
-		t.Errorf("cloudflared's complaint is not in the agent's log")
+
+	// Fix the secret: the agent re-reads it and starts cloudflared.
+	tok := tunneltest.FakeToken(t)
+	a.setToken(t, tok.Token)
+	st = a.waitUnit(t, "running with the new tunnel", func(s supervisor.UnitStatus) bool {
+		return s.State == supervisor.Running && s.PID > 0 && s.Info["tunnel_id"] == tok.TunnelID
+	})
+	if st.Restarts != 0 {
+		t.Errorf("restarts = %d, want 0 (cloudflared never ran with the bad token)", st.Restarts)
+	}
+	for deadline := time.Now().Add(testenv.Long); !strings.Contains(a.log.String(), "Starting tunnel tunnelID="+tok.TunnelID); {
+		if time.Now().After(deadline) {
+			t.Fatalf("cloudflared's start is not in the agent's log")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	log := a.log.String()
+	if strings.Count(log, "Starting tunnel tunnelID=") != 1 {
+		t.Errorf("cloudflared started %d times, want once (only with the fixed token)", strings.Count(log, "Starting tunnel tunnelID="))
+	}
+	for _, leak := range []string{bad, tok.Token, tok.Secret} {
+		if strings.Contains(log, leak) || strings.Contains(table, leak) {
+			t.Errorf("the agent's log or status shows a token")
+		}
 	}
 }
