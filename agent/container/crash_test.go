@@ -115,6 +115,7 @@ func TestCrashDuringUpdateRecoversToOneVersion(t *testing.T) {
 		wantVersion string
 	}{
 		{"during pull", stepPulling, "v1"},
+		{"after create new", stepStoppingOld, "v1"},
 		{"after stop old", stepStartingNew, "v1"},
 		{"after start new", stepWaiting, "v1"},
 		{"after new was ready", stepCommitting, "v2"},

@@ -54,7 +54,7 @@ func newRig(t *testing.T, opts ...containertest.RegistryOption) *rig {
 	return r
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 // interrupted at or after it.
 const (
 	stepPulling     = "pulling"      // old runs; new image being pulled
+	stepCreatingNew = "creating-new" // old runs; new container being created
 	stepStoppingOld = "stopping-old" // old being stopped (kept)
 	stepStartingNew = "starting-new" // new being created and started
 	stepWaiting     = "waiting"      // new runs; readiness not yet proven

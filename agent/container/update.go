@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -85,14 +86,22 @@ func (d *Driver) Update(ctx context.Context, old supervisor.Instance, desired st
 		return nil, err
 	}
 	if err := d.ensureImage(ctx, desired); err != nil {
-		return old, d.abandon(j, fmt.Errorf("unit %s: %w", d.spec.Unit, err))
+		return old, d.abandon(ctx, j, fmt.Errorf("unit %s: %w", d.spec.Unit, err))
 	}
 	envv, err := env(ctx)
 	if err != nil {
-		return old, d.abandon(j, fmt.Errorf("unit %s: materialise env: %w", d.spec.Unit, err))
+		return old, d.abandon(ctx, j, fmt.Errorf("unit %s: materialise env: %w", d.spec.Unit, err))
 	}
 
+	// The new container is created while the old one still serves (create
+	// binds no port), so the downtime is only stop old + start new.
 	d.setPhase(PhaseStarting, from, desired, "")
+	if err := d.step(j, stepCreatingNew); err != nil {
+		return nil, err
+	}
+	if err := d.createNew(ctx, j, envv); err != nil {
+		return old, d.abandon(ctx, j, fmt.Errorf("unit %s: %w", d.spec.Unit, err))
+	}
 	if err := d.step(j, stepStoppingOld); err != nil {
 		return nil, err
 	}
@@ -102,10 +111,10 @@ func (d *Driver) Update(ctx context.Context, old supervisor.Instance, desired st
 	if err := d.step(j, stepStartingNew); err != nil {
 		return nil, err
 	}
-	newIn, err := d.startNew(ctx, j, envv)
-	if err != nil {
-		return d.rollback(ctx, j, nil, err.Error(), false)
+	if err := d.opts.Client.ContainerStart(ctx, j.NewID, container.StartOptions{}); err != nil {
+		return d.rollback(ctx, j, nil, fmt.Sprintf("start container %s: %v", short(j.NewID), err), false)
 	}
+	newIn := watch(d.opts.Client, j.NewID, j.To)
 
 	d.setPhase(PhaseWaiting, from, desired, "")
 	if err := d.step(j, stepWaiting); err != nil {
@@ -127,6 +136,7 @@ func (d *Driver) Update(ctx context.Context, old supervisor.Instance, desired st
 
 // step journals that the update enters s, then runs the test hook.
 func (d *Driver) step(j *journal, s string) error {
+	d.log.Debug("update step", "update", j.ID, "step", s, "elapsed", time.Since(j.Started))
 	j.Step = s
 	d.mu.Lock()
 	st := d.st
@@ -142,9 +152,13 @@ func (d *Driver) step(j *journal, s string) error {
 	return nil
 }
 
-// abandon ends an update that never touched the running container.
-func (d *Driver) abandon(j *journal, err error) error {
+// abandon ends an update that never touched the running container,
+// removing a new container it may have created.
+func (d *Driver) abandon(ctx context.Context, j *journal, err error) error {
 	d.setPhase(PhaseFailed, j.From, j.To, err.Error())
+	if rerr := d.removeUpdateContainers(context.WithoutCancel(ctx), j); rerr != nil {
+		return errors.Join(err, rerr) // the journal stays: the next Start settles it
+	}
 	d.mu.Lock()
 	st := d.st
 	d.mu.Unlock()
@@ -169,52 +183,78 @@ func (d *Driver) containerID(ctx context.Context, in supervisor.Instance) (strin
 	return c.ID, nil
 }
 
-// startNew creates and starts the new container, journalling its ID.
-func (d *Driver) startNew(ctx context.Context, j *journal, env []string) (*Instance, error) {
+// createNew creates the new container (not started), journalling its ID.
+func (d *Driver) createNew(ctx context.Context, j *journal, env []string) error {
 	id, err := d.create(ctx, j.To, env, d.spec.hash(j.To, env), j.ID)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	j.NewID = id
-	if err := d.step(j, stepStartingNew); err != nil {
-		return nil, err
-	}
-	if err := d.opts.Client.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
-		return nil, fmt.Errorf("start container %s: %w", short(id), err)
-	}
-	return watch(d.opts.Client, id, j.To), nil
+	return d.step(j, stepCreatingNew)
 }
 
-// waitReady polls ready until it passes, the container exits, the window
-// ends or ctx is cancelled; the reason says which.
+// maxProbes bounds the readiness probes in flight during an update.
+const maxProbes = 4
+
+type probeResult struct {
+	ok     bool
+	detail string
+}
+
+// waitReady probes ready every ProbeInterval until it passes, the container
+// exits, the window ends or ctx is cancelled; the reason says which. Probes
+// overlap (up to maxProbes), so one connection stalled while the container's
+// network comes up does not delay the verdict.
 func (d *Driver) waitReady(ctx context.Context, in *Instance, ready supervisor.Prober) (bool, string) {
 	window := time.NewTimer(d.opts.UpdateWindow)
 	defer window.Stop()
 	tick := time.NewTicker(d.opts.ProbeInterval)
 	defer tick.Stop()
+	pctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	results := make(chan probeResult, maxProbes)
+	inflight := 0
+	launch := func() {
+		inflight++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, done := context.WithTimeout(pctx, probeTimeout)
+			defer done()
+			ok, detail, err := ready.Ready(c)
+			if err != nil {
+				detail += ": " + err.Error()
+			}
+			results <- probeResult{ok, detail}
+		}()
+	}
 	last := "no probe answered yet"
+	launch()
 	for {
-		pctx, cancel := context.WithTimeout(ctx, max(d.opts.ProbeInterval, 2*time.Second))
-		ok, detail, err := ready.Ready(pctx)
-		cancel()
-		if ok {
-			return true, ""
-		}
-		last = detail
-		if err != nil {
-			last = detail + ": " + err.Error()
-		}
 		select {
+		case r := <-results:
+			inflight--
+			if r.ok {
+				return true, ""
+			}
+			last = r.detail
+		case <-tick.C:
+			if inflight < maxProbes {
+				launch()
+			}
 		case <-in.Done():
 			return false, "new container exited (" + in.Exit().String() + ") before it was ready"
 		case <-window.C:
 			return false, fmt.Sprintf("not ready within %s (last probe: %s)", d.opts.UpdateWindow, last)
 		case <-ctx.Done():
 			return false, "update interrupted: " + ctx.Err().Error()
-		case <-tick.C:
 		}
 	}
 }
+
+// probeTimeout bounds one readiness probe during an update.
+const probeTimeout = 5 * time.Second
 
 // rollback removes the new container (if any), restarts the old one and,
 // if markBad, remembers desired as bad. It runs on a fresh context so a
