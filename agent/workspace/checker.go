@@ -150,8 +150,8 @@ func NewChecker(o CheckerOptions) (*Checker, error) {
 }
 
 var (
-	reRegistered = regexp.MustCompile(`Registered with platform: (\d{3})\b`)
-	reHTTPX      = regexp.MustCompile(`POST \S*/registry/register "HTTP/[0-9.]+ (\d{3})\b`)
+	reRegistered = regexp.MustCompile(`Registered with platform: ([1-5]\d\d)\b`)
+	reHTTPX      = regexp.MustCompile(`POST \S*/registry/register "HTTP/[0-9.]+ ([1-5]\d\d)\b`)
 )
 
 // RegisterResult finds the register answer in one line of runtime output.

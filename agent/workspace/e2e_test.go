@@ -112,6 +112,50 @@ func TestStaleTokenRecovers(t *testing.T) {
 	r.leakScan(r.unit().PID, oldTok, newTok)
 }
 
+// TestStaleTokenRecoversOtherPaths: the same recovery when the agent
+// cannot see the runtime's output (RegisterTimeout fallback), and when the
+// secrets source fails at first (refresh retried at the next check).
+func TestStaleTokenRecoversOtherPaths(t *testing.T) {
+	oldTok := "stale-token-0123456789-abcdefghijklmnopqrst"
+	tests := []struct {
+		name string
+		o    func(newTok string) rigOptions
+		fix  func(r *rig, newTok string)
+	}{
+		{"output not observed", func(newTok string) rigOptions {
+			return rigOptions{token: oldTok, laterToken: newTok, blind: true, registerTimeout: 300 * time.Millisecond}
+		}, nil},
+		{"secrets source failing first", func(string) rigOptions {
+			return rigOptions{token: oldTok, laterRaw: "{not: [valid"}
+		}, func(r *rig, newTok string) {
+			waitFor(r.t, "refresh failure reported", func() bool {
+				return strings.Contains(r.checker.Status().Detail, "fetching it again failed")
+			})
+			writeSecrets(r.t, r.secPath, newTok)
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ten := workspacetest.NewTenant(orgID)
+			defer ten.Close()
+			newTok := ten.IssueToken(workspaceID)
+			r := newRig(t, ten, tc.o(newTok))
+			if tc.fix != nil {
+				tc.fix(r, newTok)
+			}
+			waitFor(t, "recovery", func() bool {
+				st := r.checker.Status()
+				return st.Registration == workspace.Registered && st.TokenRecovery == workspace.RecoveryRecovered
+			})
+			r.settle(10)
+			if n := ten.Registrations(workspaceID); n != 2 {
+				t.Errorf("register attempts: got %d, want 2", n)
+			}
+			r.leakScan(r.unit().PID, oldTok, newTok)
+		})
+	}
+}
+
 // TestStaleTokenDoesNotLoop: when the refreshed token is rejected too, or
 // the source holds the same stale token, the agent reports it and stops
 // restarting.

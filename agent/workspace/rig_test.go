@@ -85,7 +85,12 @@ func (s *syncBuffer) String() string {
 type rigOptions struct {
 	token      string // the token in the secrets source at start; "" = missing
 	laterToken string // when set, the source holds this one after the first load
+	laterRaw   string // when set, the source's raw content after the first load (wins over laterToken)
 	proxy      bool
+	// blind hides the runtime's output from the Checker, leaving the
+	// RegisterTimeout fallback (set here) to detect a rejected register.
+	blind           bool
+	registerTimeout time.Duration
 }
 
 // rig is the workspace role assembled from real parts: a file secrets
@@ -138,6 +143,11 @@ func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 	if o.laterToken != "" {
 		writeSecrets(t, r.secPath, o.laterToken)
 	}
+	if o.laterRaw != "" {
+		if err := os.WriteFile(r.secPath, []byte(o.laterRaw), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	platformURL := ten.URL()
 	if o.proxy {
 		p, err := workspace.ListenProxy("127.0.0.1:0", ten.URL(), orgID, log)
@@ -155,7 +165,7 @@ func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 	r.checker, err = workspace.NewChecker(workspace.CheckerOptions{
 		TenantURL: ten.URL(), WorkspaceID: workspaceID, OrgID: orgID, Log: log,
 		Interval: 50 * time.Millisecond, SteadyInterval: 100 * time.Millisecond,
-		TokenLocation: r.secPath + ":" + tokenName,
+		TokenLocation: r.secPath + ":" + tokenName, RegisterTimeout: o.registerTimeout,
 		RefreshToken: func(ctx context.Context) (bool, error) {
 			changed, err := r.store.Refresh(ctx)
 			return slices.Contains(changed, tokenName), err
@@ -166,7 +176,11 @@ func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink, err := workspace.NewSink(logf, r.checker.ObserveLine)
+	onLine := r.checker.ObserveLine
+	if o.blind {
+		onLine = nil
+	}
+	sink, err := workspace.NewSink(logf, onLine)
 	if err != nil {
 		t.Fatal(err)
 	}
