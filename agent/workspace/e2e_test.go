@@ -3,6 +3,7 @@ package workspace_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -86,6 +87,40 @@ func TestRegisters(t *testing.T) {
 			r.leakScan(pid, tok)
 		})
 	}
+}
+
+// TestTokenRotation: a new token in the source, and the restart the daemon
+// makes when a unit's secret changes, give the runtime the new token.
+func TestTokenRotation(t *testing.T) {
+	ten := workspacetest.NewTenant(orgID)
+	defer ten.Close()
+	oldTok := ten.IssueToken(workspaceID)
+	r := newRig(t, ten, rigOptions{token: oldTok})
+	r.waitRegistered()
+	ten.RevokeTokens(workspaceID)
+	newTok := ten.IssueToken(workspaceID)
+	writeSecrets(t, r.secPath, newTok)
+	changed, err := r.store.Refresh(t.Context())
+	if err != nil || !slices.Contains(changed, tokenName) {
+		t.Fatalf("refresh: got %v, %v, want %s changed", changed, err, tokenName)
+	}
+	before := len(ten.Requests())
+	if err := r.sup.Restart(t.Context(), "runtime", "secret changed"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "register with the new token", func() bool {
+		for _, req := range ten.Requests()[before:] {
+			if req.Path == "/registry/register" && req.Status == 200 && req.Header.Get("Authorization") == "Bearer "+newTok {
+				return true
+			}
+		}
+		return false
+	})
+	r.waitRegistered()
+	if b, _ := os.ReadFile(filepath.Join(r.dir, workspace.TokenFile)); string(b) != newTok {
+		t.Errorf(".auth_token does not hold the rotated token")
+	}
+	r.leakScan(r.unit().PID, oldTok, newTok)
 }
 
 // TestStaleTokenRecovers: the runtime starts with a token the tenant

@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/restart"
 	"github.com/molecule-ai/molecule-agent/agent/secrets"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
@@ -184,8 +185,10 @@ func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// WORKSPACE_ID, PLATFORM_URL and CONFIGS_DIR come from the unit's env,
+	// as the workspace role's YAML sets them; the rest from the options.
 	rt := workspace.RuntimeOptions{
-		WorkspaceID: workspaceID, PlatformURL: platformURL, HostIP: "127.0.0.1", ConfigsDir: r.dir,
+		HostIP: "127.0.0.1",
 		Config: workspace.RuntimeConfig{Name: "Research", Description: "test workspace", Tier: 2,
 			Runtime: "claude-code", Model: "anthropic:claude-sonnet", Port: r.port},
 		Token:         func() (secrets.Secret, bool) { return r.store.Get(tokenName) },
@@ -196,18 +199,22 @@ func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 		},
 		Checker: r.checker, Log: log,
 	}
-	inner := func(context.Context) ([]string, error) {
-		return []string{"PATH=/usr/bin:/bin", "STANDIN_HEARTBEAT_INTERVAL=100ms"}, nil
+	unitEnv := func(context.Context) ([]string, error) {
+		return []string{"PATH=/usr/bin:/bin", "STANDIN_HEARTBEAT_INTERVAL=100ms", "WORKSPACE_ID=" + workspaceID,
+			"PLATFORM_URL=" + platformURL, "CONFIGS_DIR=" + r.dir}, nil
 	}
-	sup, err = supervisor.New(log, []supervisor.Spec{{
+	spec := supervisor.Spec{
 		Name: "runtime", Kind: "exec",
-		Driver:        &supervisor.ExecDriver{Command: runtimeBin, Log: log, Stdout: sink.File()},
-		Prober:        r.checker.Prober(workspace.CardProbe(r.port)),
+		Driver:        &supervisor.ExecDriver{Command: runtimeBin, Log: log},
 		ProbeInterval: 50 * time.Millisecond, Grace: 5 * time.Second,
 		Restart: restart.Policy{Mode: restart.Always, InitialDelay: 50 * time.Millisecond,
 			MaxDelay: time.Second, Budget: 10, Window: time.Minute},
-		Prepare: rt.Prepare(inner),
-	}})
+		Prepare: unitEnv,
+	}
+	if err := workspace.Hook(rt, sink)(&spec, config.Unit{Name: "runtime", Builtin: workspace.Builtin}); err != nil {
+		t.Fatal(err)
+	}
+	sup, err = supervisor.New(log, []supervisor.Spec{spec})
 	if err != nil {
 		t.Fatal(err)
 	}

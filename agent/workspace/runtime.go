@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/secrets"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
@@ -20,12 +21,17 @@ const (
 	DefaultConfigsDir = "/opt/configs"
 	// DefaultUser runs the runtime on SaaS hosts.
 	DefaultUser = "ubuntu"
+	// Builtin is the config.Unit.Builtin value of the runtime unit.
+	Builtin = "workspace-runtime"
 	// DefaultTokenSecret is the secret (SSM parameter under the host's
 	// prefix) holding the workspace auth token.
 	DefaultTokenSecret = "auth-token"
 )
 
-// RuntimeOptions are what the runtime unit's preparation needs.
+// RuntimeOptions are what the runtime unit's preparation needs. Empty
+// WorkspaceID, PlatformURL, HostIP, AdapterModule, ConfigsDir and Home are
+// taken from the unit's own env (WORKSPACE_ID, PLATFORM_URL, HOSTNAME,
+// ADAPTER_MODULE, CONFIGS_DIR, HOME) as the daemon resolved it.
 type RuntimeOptions struct {
 	WorkspaceID string
 	// PlatformURL is what the runtime calls: the org proxy's URL when it
@@ -59,9 +65,6 @@ type RuntimeOptions struct {
 // runtime's variables (Env) set over it. A missing token returns a
 // *supervisor.BlockedError: the unit waits, not started, until Poke.
 func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) func(context.Context) ([]string, error) {
-	if o.ConfigsDir == "" {
-		o.ConfigsDir = DefaultConfigsDir
-	}
 	if o.TokenLocation == "" {
 		o.TokenLocation = "secret " + DefaultTokenSecret
 	}
@@ -92,8 +95,9 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 		if o.Secrets != nil {
 			ws = o.Secrets()
 		}
-		own, err := Env(EnvOptions{WorkspaceID: o.WorkspaceID, PlatformURL: o.PlatformURL, HostIP: o.HostIP,
-			AdapterModule: o.AdapterModule, ConfigsDir: o.ConfigsDir, Home: o.Home, Secrets: ws})
+		eo := o.fromEnv(env)
+		eo.Secrets = ws
+		own, err := Env(eo)
 		if err != nil {
 			return nil, &supervisor.BlockedError{Reason: "runtime environment: " + err.Error()}
 		}
@@ -101,21 +105,45 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 		if err != nil {
 			return nil, err
 		}
-		if err := EnsureDir(o.ConfigsDir, uid, gid); err != nil {
+		if err := EnsureDir(eo.ConfigsDir, uid, gid); err != nil {
 			return nil, err
 		}
-		if err := WriteConfig(o.ConfigsDir, o.Config, uid, gid); err != nil {
+		if err := WriteConfig(eo.ConfigsDir, o.Config, uid, gid); err != nil {
 			return nil, err
 		}
-		if err := WriteToken(o.ConfigsDir, tok, uid, gid); err != nil {
+		if err := WriteToken(eo.ConfigsDir, tok, uid, gid); err != nil {
 			return nil, &supervisor.BlockedError{Reason: fmt.Sprintf("%s: %v", o.TokenLocation, err)}
 		}
-		o.Log.Debug("wrote runtime config and token", "dir", o.ConfigsDir)
+		o.Log.Debug("wrote runtime config and token", "dir", eo.ConfigsDir)
 		if o.Checker != nil {
 			o.Checker.Starting()
 		}
 		return mergeEnv(env, own), nil
 	}
+}
+
+// fromEnv fills the options' empty fields from the unit's own resolved
+// environment (WORKSPACE_ID: secret:workspace-id in the role's YAML), then
+// from the defaults.
+func (o RuntimeOptions) fromEnv(env []string) EnvOptions {
+	get := func(v, key string) string {
+		if v != "" {
+			return v
+		}
+		for _, kv := range env {
+			if val, ok := strings.CutPrefix(kv, key+"="); ok {
+				return val
+			}
+		}
+		return ""
+	}
+	eo := EnvOptions{WorkspaceID: get(o.WorkspaceID, "WORKSPACE_ID"), PlatformURL: get(o.PlatformURL, "PLATFORM_URL"),
+		HostIP: get(o.HostIP, "HOSTNAME"), AdapterModule: get(o.AdapterModule, "ADAPTER_MODULE"),
+		ConfigsDir: get(o.ConfigsDir, "CONFIGS_DIR"), Home: get(o.Home, "HOME")}
+	if eo.ConfigsDir == "" {
+		eo.ConfigsDir = DefaultConfigsDir
+	}
+	return eo
 }
 
 // mergeEnv returns base with every key of over replaced by over's value.
@@ -141,6 +169,39 @@ func owner(name string) (int, int, error) {
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	return uid, gid, nil
+}
+
+// Hook returns the runtime unit's spec hook (daemon.SpecHook's signature),
+// for the unit with builtin: workspace-runtime. It
+//   - sends the process's stdout and stderr to sink (the rotated log file;
+//     the unit must be kind exec) when sink is not nil;
+//   - owns the configs dir and files by the unit's user unless o.User is set;
+//   - keeps the unit's ready probe (the agent card probe when it has none),
+//     wrapped so the unit's status carries o.Checker's Report;
+//   - wraps sp.Prepare with o.Prepare.
+func Hook(o RuntimeOptions, sink *Sink) func(sp *supervisor.Spec, u config.Unit) error {
+	return func(sp *supervisor.Spec, u config.Unit) error {
+		if sink != nil {
+			d, ok := sp.Driver.(*supervisor.ExecDriver)
+			if !ok {
+				return fmt.Errorf("unit %s: the workspace runtime must be kind exec to log to a file", u.Name)
+			}
+			d.Stdout = sink.File()
+		}
+		if o.User == "" {
+			o.User = u.User
+		}
+		p := sp.Prober
+		if p == nil {
+			p = CardProbe(o.Config.Port)
+		}
+		if o.Checker != nil {
+			p = o.Checker.Prober(p)
+		}
+		sp.Prober = p
+		sp.Prepare = o.Prepare(sp.Prepare)
+		return nil
+	}
 }
 
 // CardProbe is the runtime's readiness probe: GET
