@@ -39,10 +39,11 @@ func (d *Daemon) specFor(u config.Unit) (supervisor.Spec, error) {
 		return supervisor.Spec{}, err
 	}
 	var drv supervisor.Driver
+	redact := &supervisor.Redactor{}
 	switch u.Kind {
 	case config.KindExec:
 		drv = &supervisor.ExecDriver{Command: u.Command, Args: u.Args, Dir: u.Dir, User: u.User,
-			StopSignal: sig, Log: log, Output: supervisor.OutputLimits{
+			StopSignal: sig, Log: log, Redact: redact, Output: supervisor.OutputLimits{
 				LinesPerSecond: d.cfg.Log.LinesPerSecond, Burst: d.cfg.Log.Burst,
 				MaxLineBytes: d.cfg.Log.MaxLineBytes}}
 	default:
@@ -69,7 +70,7 @@ func (d *Daemon) specFor(u config.Unit) (supervisor.Spec, error) {
 			sp.Prober = &supervisor.TCPProbe{Addr: p.TCP}
 		}
 	}
-	mat := &materializer{d: d, unit: u, log: log}
+	mat := &materializer{d: d, unit: u, log: log, redact: redact}
 	sp.Prepare = mat.prepare
 	sp.Cleanup = mat.cleanup
 	if hook, ok := d.hooks[u.Builtin]; ok && u.Builtin != "" {
@@ -82,9 +83,12 @@ func (d *Daemon) specFor(u config.Unit) (supervisor.Spec, error) {
 
 // materializer resolves a unit's env and files before each start.
 type materializer struct {
-	d    *Daemon
-	unit config.Unit
-	log  *slog.Logger
+	d      *Daemon
+	unit   config.Unit
+	log    *slog.Logger
+	redact *supervisor.Redactor
+	// secretVals are the values resolved from references at the last prepare.
+	secretVals []string
 }
 
 // resolve turns a literal or a secret: reference into its value, collecting
@@ -101,11 +105,15 @@ func (m *materializer) resolve(v string, missing *[]string) secrets.Secret {
 	if err != nil {
 		*missing = append(*missing, err.Error())
 	}
+	if _, isRef, _ := secrets.ParseRef(v); isRef && err == nil {
+		m.secretVals = append(m.secretVals, s.Reveal())
+	}
 	return s
 }
 
 func (m *materializer) prepare(context.Context) ([]string, error) {
 	env := baseEnv()
+	m.secretVals = m.secretVals[:0]
 	keys := slices.Sorted(maps.Keys(m.unit.Env))
 	var missing []string
 	for _, k := range keys {
@@ -120,6 +128,7 @@ func (m *materializer) prepare(context.Context) ([]string, error) {
 	if len(missing) > 0 {
 		return nil, &supervisor.BlockedError{Reason: strings.Join(missing, "; ")}
 	}
+	m.redact.Set(m.secretVals)
 	if err := writeFiles(m.unit, contents, m.log); err != nil {
 		return nil, err
 	}

@@ -30,6 +30,8 @@ type ExecDriver struct {
 	// Stdout, when set, receives the child's output instead of the log
 	// (e.g. a size-bounded log file).
 	Stdout *os.File
+	// Redact removes the unit's secret values from its logged output.
+	Redact *Redactor
 }
 
 // Start implements Driver.
@@ -54,6 +56,7 @@ func (d *ExecDriver) Start(_ context.Context, env []string) (Instance, error) {
 		cmd.Stdout, cmd.Stderr = d.Stdout, d.Stdout
 	} else {
 		out := newOutputLogger(d.Log, d.Output)
+		out.redact = d.Redact
 		for _, stream := range []string{"stdout", "stderr"} {
 			r, w, err := os.Pipe()
 			if err != nil {

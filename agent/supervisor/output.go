@@ -23,6 +23,7 @@ type OutputLimits struct {
 type outputLogger struct {
 	log    *slog.Logger
 	limits OutputLimits
+	redact *Redactor
 	now    func() time.Time
 
 	mu         sync.Mutex
@@ -99,7 +100,7 @@ func (o *outputLogger) emit(stream string, line []byte, truncated bool) {
 	if truncated {
 		attrs = append(attrs, "truncated", true)
 	}
-	o.log.Info(string(line), attrs...)
+	o.log.Info(o.redact.Redact(string(line), truncated), attrs...)
 }
 
 func (o *outputLogger) flushDropped() {

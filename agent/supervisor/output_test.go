@@ -59,3 +59,23 @@ func TestOutputRateLimitCountsDrops(t *testing.T) {
 		t.Errorf("Lines() = %d, want 20", o.Lines())
 	}
 }
+
+func TestOutputRedactsSecretValues(t *testing.T) {
+	buf := &syncBuffer{}
+	o := newOutputLogger(slog.New(slog.NewJSONHandler(buf, nil)), OutputLimits{MaxLineBytes: 64})
+	o.redact = &Redactor{}
+	o.redact.Set([]string{"eyJhIjoiYWNjb3VudCJ9-token-value", "abc"}) // "abc" is too short to redact
+	in := `--token value (default: "eyJhIjoiYWNjb3VudCJ9-token-value") [$TUNNEL_TOKEN] abc` + "\n" +
+		strings.Repeat("x", 50) + "eyJhIjoiYWNjb3VudCJ9-token-value\n"
+	o.copyLines(strings.NewReader(in), "stdout")
+	out := buf.String()
+	if strings.Contains(out, "eyJhIjoiYWNjb3VudCJ9") {
+		t.Errorf("secret (or its start) logged: %s", out)
+	}
+	if !strings.Contains(out, `(default: \"[redacted]\")`) {
+		t.Errorf("want the value redacted: %s", out)
+	}
+	if got := o.redact.Redact("abc def", false); got != "abc def" {
+		t.Errorf("short value redacted: %q", got)
+	}
+}

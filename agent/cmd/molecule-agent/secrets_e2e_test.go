@@ -109,6 +109,10 @@ const secretUnits = `
   - name: plain
     command: /bin/sleep
     args: ["1000"]
+  - name: chatty
+    command: /bin/sh
+    args: ["-c", "echo \"my token is $TOKEN\"; exec sleep 1000"]
+    env: {TOKEN: "secret:admin-token"}
 `
 
 func TestSecretsReachUnitsAndRotationRestartsOnlyTheirUser(t *testing.T) {
@@ -122,7 +126,8 @@ func TestSecretsReachUnitsAndRotationRestartsOnlyTheirUser(t *testing.T) {
 	}
 	a, dir := startAgentWithSSM(t, ssm, secretUnits)
 	r := a.waitFor(t, "all ready", func(r *status.Report) bool {
-		return unitOf(r, "tunnel").Ready && unitOf(r, "platform").Ready && unitOf(r, "plain").Ready
+		return unitOf(r, "tunnel").Ready && unitOf(r, "platform").Ready && unitOf(r, "plain").Ready &&
+			unitOf(r, "chatty").Ready
 	})
 	tun, plat, plain := unitOf(r, "tunnel"), unitOf(r, "platform"), unitOf(r, "plain")
 	if env := environOf(t, tun.PID); !strings.Contains(env, "TUNNEL_TOKEN=tunnel-secret-value-1111\n") {
@@ -159,6 +164,9 @@ func TestSecretsReachUnitsAndRotationRestartsOnlyTheirUser(t *testing.T) {
 		t.Errorf("tunnel restarts = %d; a rotation is not a crash", p.Restarts)
 	}
 
+	if !strings.Contains(a.log.String(), `my token is [redacted]`) {
+		t.Errorf("the chatty unit's output was not logged redacted")
+	}
 	statusJSON, _ := json.Marshal(r)
 	leakScan(t, values, map[string]string{"agent log": a.log.String(), "status API": string(statusJSON)},
 		dir, tokenFile)
