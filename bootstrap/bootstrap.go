@@ -135,9 +135,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if sec, ok := r.Sections[ControlPlaneSection].(map[string]any); ok {
-			res.HostID, _ = sec["host_id"].(string)
-		}
+		res.HostID, _ = field(controlPlaneSection(r), "host_id").(string)
 		ph.done("registered", why+" at "+cfg.ControlPlane.URL)
 	} else {
 		ph.done("registered", "skipped: no control plane configured")
@@ -229,7 +227,8 @@ func describe(p Params) string {
 // values are dropped at once; only their count is reported.
 func checkSecrets(ctx context.Context, o Options, p Params) (int, error) {
 	src, err := secrets.NewSSM(ctx, secrets.SSMOptions{Prefix: p.SSMPrefix, Region: p.Region,
-		Endpoint: o.SSMEndpoint, Credentials: o.SSMCredentials, MaxAttempts: 3, MaxBackoff: 5 * time.Second})
+		Endpoint: o.SSMEndpoint, Credentials: o.SSMCredentials, IMDSEndpoint: o.IMDSEndpoint,
+		MaxAttempts: 3, MaxBackoff: 5 * time.Second})
 	if err != nil {
 		return 0, err
 	}

@@ -7,10 +7,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
+	"github.com/molecule-ai/molecule-agent/agent/identity/imdstest"
 	"github.com/molecule-ai/molecule-agent/agent/secrets/ssmtest"
 )
 
@@ -204,3 +206,48 @@ func TestOneLine(t *testing.T) {
 type testErr string
 
 func (e testErr) Error() string { return string(e) }
+
+// TestRunParamsFromTags: with no --role/--org, bootstrap reads the
+// instance tags and the region over IMDSv2 (the imdstest double, driven by
+// the real SDK client), and SSM is read with the instance role's
+// credentials from IMDS.
+func TestRunParamsFromTags(t *testing.T) {
+	if systemdRunning() == nil {
+		t.Skip("systemd is PID 1 here: this test would install a real service")
+	}
+	md := imdstest.New(t, imdstest.Instance{Region: ssmtest.Region})
+	md.EnableTags(map[string]string{TagRole: "workspace", TagOrg: "acme", TagWorkspace: "ws-42",
+		TagSSMPrefix: prefix, TagChannel: "staging", "Name": "not ours"})
+	md.SetRole("molecule-agent", "AKIDROLE", "role-secret-key", "session", time.Now().Add(time.Hour))
+	ssm := ssmtest.New(t)
+	ssm.AcceptKey("AKIDROLE", "role-secret-key")
+	ssm.Put(prefix+"/workspace-id", "ws-42")
+	cfgPath := filepath.Join(t.TempDir(), "agent.yaml")
+	var out bytes.Buffer
+	_, err := Run(context.Background(), Options{ConfigPath: cfgPath, IMDSEndpoint: md.URL, SSMEndpoint: ssm.URL, Out: &out})
+	if err == nil || !strings.Contains(err.Error(), "systemd is not PID 1") {
+		t.Fatalf("err = %v, want to stop at the service phase\n%s", err, out.String())
+	}
+	want := "role workspace, org acme, workspace ws-42, channel staging, identity imds, region " + ssmtest.Region
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("output lacks %q:\n%s", want, out.String())
+	}
+	c, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ControlPlane.Workspace != "ws-42" || c.Secrets.Region != ssmtest.Region || c.ControlPlane.Channel != "staging" {
+		t.Errorf("config from tags: %+v %+v", c.ControlPlane, c.Secrets)
+	}
+	if st := md.Stats(); st.V1Served != 0 || st.TokensIssued == 0 {
+		t.Errorf("IMDS stats %+v: want IMDSv2 tokens and no v1 reads", st)
+	}
+}
+
+func TestRunNoTags(t *testing.T) {
+	md := imdstest.New(t, imdstest.Instance{})
+	_, err := Run(context.Background(), Options{ConfigPath: filepath.Join(t.TempDir(), "agent.yaml"), IMDSEndpoint: md.URL})
+	if err == nil || !strings.Contains(err.Error(), "InstanceMetadataTags=enabled") {
+		t.Errorf("err = %v, want a hint to enable tags in metadata", err)
+	}
+}

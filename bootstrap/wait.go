@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/status"
@@ -63,27 +64,53 @@ func agentRunning(r *status.Report) (bool, string, error) {
 	return false, "agent phase is " + r.Agent.Phase, nil
 }
 
-// registered is done once the control plane section names a host ID.
+// registered is done once the control plane section says so. It reads
+// the section whichever way the agent names it ("control_plane" or
+// "fleet") and its fields (host_id or HostID, registered or Registered,
+// last_error or LastError).
 func registered(r *status.Report) (bool, string, error) {
 	if r.Agent.Phase == "idle" {
 		return false, "", errors.New("the agent is idle: this host was deprovisioned by the control plane")
 	}
-	sec, ok := r.Sections[ControlPlaneSection].(map[string]any)
-	if !ok {
+	sec := controlPlaneSection(r)
+	if sec == nil {
 		return false, "the agent reports no control plane state yet", nil
 	}
-	id, _ := sec["host_id"].(string)
-	reg, _ := sec["registered"].(bool)
-	if id != "" || reg {
+	id, _ := field(sec, "host_id").(string)
+	reg, _ := field(sec, "registered").(bool)
+	if gone, _ := field(sec, "gone").(bool); gone {
+		return false, "", errors.New("the control plane says this host was deprovisioned (410)")
+	}
+	if reg || (id != "" && field(sec, "registered") == nil) {
 		if id == "" {
 			return true, "registered", nil
 		}
 		return true, "host " + id, nil
 	}
-	if e, _ := sec["last_error"].(string); e != "" {
+	if e, _ := field(sec, "last_error").(string); e != "" {
 		return false, "not registered: " + e, nil
 	}
 	return false, "not registered yet", nil
+}
+
+func controlPlaneSection(r *status.Report) map[string]any {
+	for _, name := range []string{ControlPlaneSection, "fleet", "controlplane"} {
+		if m, ok := r.Sections[name].(map[string]any); ok {
+			return m
+		}
+	}
+	return nil
+}
+
+// field looks a key up ignoring case and underscores (host_id = HostID).
+func field(m map[string]any, key string) any {
+	norm := func(s string) string { return strings.ToLower(strings.ReplaceAll(s, "_", "")) }
+	for k, v := range m {
+		if norm(k) == norm(key) {
+			return v
+		}
+	}
+	return nil
 }
 
 // unitsReady is done when every unit is ready; a failed unit ends the

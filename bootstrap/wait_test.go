@@ -64,6 +64,11 @@ func TestWaitPhases(t *testing.T) {
 			}
 		})
 	}()
+	f2 := &fakeAgent{r: status.Report{Agent: status.Agent{Phase: "running"},
+		Sections: map[string]any{"fleet": map[string]any{"HostID": "h-9", "Registered": true}}}}
+	if _, why, err := waitFor(ctx, serveStatus(t, f2), 5*time.Millisecond, "registered", registered); err != nil || why != "host h-9" {
+		t.Errorf("fleet-style section: got %q, %v; want host h-9", why, err)
+	}
 	steps := []struct {
 		what, want string
 		c          cond
@@ -99,6 +104,12 @@ func TestWaitFailures(t *testing.T) {
 		{"registration error is shown on timeout", status.Report{Agent: status.Agent{Phase: "running"},
 			Sections: map[string]any{ControlPlaneSection: map[string]any{"last_error": "401 unknown enrollment token"}}},
 			registered, "not registered: 401 unknown enrollment token"},
+		{"fleet section style: registered false", status.Report{Agent: status.Agent{Phase: "running"},
+			Sections: map[string]any{"fleet": map[string]any{"HostID": "h-1", "Registered": false, "LastError": "control plane unreachable"}}},
+			registered, "not registered: control plane unreachable"},
+		{"gone", status.Report{Agent: status.Agent{Phase: "running"},
+			Sections: map[string]any{"fleet": map[string]any{"HostID": "h-1", "Gone": true}}},
+			registered, "deprovisioned (410)"},
 		{"deprovisioned host", status.Report{Agent: status.Agent{Phase: "idle"}},
 			registered, "deprovisioned"},
 	}
