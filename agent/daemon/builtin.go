@@ -35,7 +35,7 @@ func cloudflaredHook(cfg *config.Config) SpecHook {
 		p := tunnel.NewProbe(port, nil)
 		sp.Prober = p
 		sp.NotReadyRestart = tunnel.DefaultNotReadyWindow
-		where := "the tunnel token"
+		where := "env " + tunnel.TokenEnv
 		for _, ref := range u.SecretRefs() {
 			where = ref
 			if cfg.Secrets.Prefix != "" {
