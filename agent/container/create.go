@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
@@ -206,7 +207,7 @@ func (d *Driver) readPull(r io.Reader) error {
 		if m.Error != "" {
 			return errors.New(m.Error)
 		}
-		if m.ID == "" {
+		if m.ID == "" || strings.HasPrefix(m.Status, "Pulling from ") {
 			continue
 		}
 		l := layers[m.ID]

@@ -25,11 +25,24 @@ func TestUpdateCommitsHealthyVersion(t *testing.T) {
 		t.Fatalf("PUT /data = %d, %v; want 204", code, err)
 	}
 
+	// Record what Status shows as each step begins (the hook runs on the
+	// updating goroutine; Status is what heartbeats read).
+	seen := map[string]Status{}
+	d.hook = func(step string) error { seen[step] = d.Status(); return nil }
 	ctx, cancel := context.WithTimeout(context.Background(), testenv.Long)
 	defer cancel()
 	in, err := d.Update(ctx, old, r.apps.V2, staticEnv(), r.prober())
 	if err != nil {
 		t.Fatalf("Update v1→v2: %v", err)
+	}
+	for step, want := range map[string]Phase{stepPulling: PhasePulling, stepCreatingNew: PhaseStarting, stepStartingNew: PhaseStarting, stepWaiting: PhaseWaiting, stepCommitting: PhaseWaiting} {
+		if got := seen[step]; got.Phase != want || got.To != r.apps.V2 {
+			t.Errorf("Status at step %s = %+v, want phase %s to v2", step, got, want)
+		}
+	}
+	// v2 shares its one layer with v1, so the pull finds it present.
+	if p := seen[stepCreatingNew].Pull; p.Layers != 1 || p.Current != p.Total {
+		t.Errorf("pull progress after the pull = %+v, want 1 layer, complete", p)
 	}
 	t.Cleanup(in.(*Instance).Detach)
 	if in.ID() == old.ID() {

@@ -69,7 +69,11 @@ func (d *Driver) Status() Status {
 func (d *Driver) setPhase(p Phase, from, to, reason string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.status = Status{Image: d.currentLocked(), Phase: p, From: from, To: to, Reason: reason, Since: time.Now()}
+	var pull PullProgress
+	if d.status.To == to && p != PhasePulling {
+		pull = d.status.Pull // the same update's pull stays visible
+	}
+	d.status = Status{Image: d.currentLocked(), Phase: p, From: from, To: to, Reason: reason, Pull: pull, Since: time.Now()}
 }
 
 func (d *Driver) setPull(p PullProgress) {

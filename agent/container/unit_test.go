@@ -2,6 +2,7 @@ package container
 
 import (
 	"encoding/base64"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -137,5 +138,71 @@ func TestStatusReport(t *testing.T) {
 				t.Errorf("Report()[%s] = %q, want %q", k, got[k], v)
 			}
 		}
+	}
+}
+
+func TestCorruptStateNamesTheFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "app.json")
+	if err := os.WriteFile(p, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadState(p)
+	if err == nil || !strings.Contains(err.Error(), p) {
+		t.Fatalf("loadState(corrupt) = %v, want an error naming %s", err, p)
+	}
+}
+
+func FuzzParseAuth(f *testing.F) {
+	for _, s := range []string{"u:p", `{"auths":{"ghcr.io":{"auth":"dTpw"}}}`, `{"auths":{"h":{}}}`, "{", ":", `{"auths":null}`} {
+		f.Add(s, "ghcr.io")
+	}
+	f.Fuzz(func(t *testing.T, s, host string) {
+		a, err := ParseAuth(secrets.New(s), host)
+		if err == nil && a.ServerAddress != host {
+			t.Errorf("ParseAuth server = %q, want %q", a.ServerAddress, host)
+		}
+		if err != nil && len(s) >= 8 && strings.Contains(err.Error(), s) {
+			t.Errorf("error %q quotes the secret", err)
+		}
+	})
+}
+
+func TestReadPull(t *testing.T) {
+	stream := `{"status":"Pulling from test/app","id":"127.0.0.1:1/test/app@sha256:ce"}
+{"status":"Pulling fs layer","progressDetail":{},"id":"408353435997"}
+{"status":"Already exists","progressDetail":{},"id":"aaaaaaaaaaaa"}
+{"status":"Downloading","progressDetail":{"current":36634,"total":2775691},"id":"408353435997"}
+{"status":"Download complete","progressDetail":{},"id":"408353435997"}
+{"status":"Extracting","progressDetail":{"current":32768,"total":2775691},"id":"408353435997"}
+{"status":"Pull complete","progressDetail":{},"id":"408353435997"}
+{"status":"Digest: sha256:ce"}
+`
+	tests := []struct {
+		name    string
+		in      string
+		want    PullProgress
+		wantErr string
+	}{
+		{"complete", stream, PullProgress{Layers: 2, Current: 2775691, Total: 2775691}, ""},
+		{"error", stream + `{"error":"manifest unknown","errorDetail":{"message":"manifest unknown"}}` + "\n", PullProgress{}, "manifest unknown"},
+		{"garbage", "{", PullProgress{}, "read pull progress"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := &Driver{}
+			err := d.readPull(strings.NewReader(tt.in))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("readPull err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("readPull: %v", err)
+			}
+			if got := d.Status().Pull; got != tt.want {
+				t.Errorf("pull progress = %+v, want %+v", got, tt.want)
+			}
+		})
 	}
 }
