@@ -97,6 +97,10 @@ func EnsureDir(dir string, uid, gid int) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("configs dir %s: %w", dir, err)
 	}
+	// The dir may predate us (the daemon writes unit files into it first).
+	if err := os.Chmod(dir, 0o750); err != nil {
+		return fmt.Errorf("configs dir %s: %w", dir, err)
+	}
 	if uid >= 0 || gid >= 0 {
 		if err := os.Chown(dir, uid, gid); err != nil {
 			return fmt.Errorf("configs dir %s: chown to %d:%d (the agent must run as root): %w", dir, uid, gid, err)

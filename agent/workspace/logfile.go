@@ -29,9 +29,10 @@ type RotatingFile struct {
 	keep     int
 	uid, gid int
 
-	mu   sync.Mutex
-	f    *os.File
-	size int64
+	mu     sync.Mutex
+	f      *os.File // nil after Close, or after a failed rotation until reopened
+	size   int64
+	closed bool
 }
 
 // OpenRotating opens (appends to) path, 0640, created for uid:gid (-1 keeps
@@ -72,8 +73,13 @@ func (r *RotatingFile) open() error {
 func (r *RotatingFile) Write(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.f == nil {
+	if r.closed {
 		return 0, os.ErrClosed
+	}
+	if r.f == nil { // a rotation failed: try again rather than lose the log for good
+		if err := r.open(); err != nil {
+			return 0, err
+		}
 	}
 	n := len(p)
 	if int64(len(p)) > r.maxBytes {
@@ -111,6 +117,7 @@ func (r *RotatingFile) rotate() error {
 func (r *RotatingFile) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.closed = true
 	if r.f == nil {
 		return nil
 	}
