@@ -84,6 +84,9 @@ func TestRegisters(t *testing.T) {
 			if !strings.Contains(string(b), "Registered with platform: 200") {
 				t.Errorf("runtime log %s lacks the runtime's output", r.logPath)
 			}
+			if !strings.Contains(string(b), "env OPENAI_API_KEY=[redacted]") || strings.Contains(string(b), "sk-test-not-a-token") {
+				t.Errorf("runtime log: a workspace secret the runtime printed is not redacted")
+			}
 			r.leakScan(pid, tok)
 		})
 	}

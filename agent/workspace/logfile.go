@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
 // Log file defaults.
@@ -136,6 +138,35 @@ type Sink struct {
 	r      *os.File
 	done   chan struct{}
 	closed sync.Once
+
+	mu        sync.Mutex
+	redactors []*supervisor.Redactor
+}
+
+// AddRedactor makes the Sink remove r's values from what it writes to the
+// log file (the runtime's token, should it ever print it; the values the
+// daemon resolved for the unit). The line callback sees the raw line.
+func (s *Sink) AddRedactor(r *supervisor.Redactor) {
+	if r == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.redactors = append(s.redactors, r)
+}
+
+func (s *Sink) redact(chunk []byte, partial bool) []byte {
+	s.mu.Lock()
+	rs := s.redactors
+	s.mu.Unlock()
+	if len(rs) == 0 {
+		return chunk
+	}
+	str := string(chunk)
+	for _, r := range rs {
+		str = r.Redact(str, partial)
+	}
+	return []byte(str)
 }
 
 // NewSink starts copying into dst; onLine (may be nil) gets each line,
@@ -160,7 +191,7 @@ func (s *Sink) copy(dst io.Writer, onLine func([]byte)) {
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
-			_, _ = dst.Write(line)
+			_, _ = dst.Write(s.redact(line, errors.Is(err, bufio.ErrBufferFull)))
 			if onLine != nil && !skipping {
 				l := line
 				if l[len(l)-1] == '\n' {

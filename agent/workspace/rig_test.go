@@ -200,7 +200,7 @@ func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 		Checker: r.checker, Log: log,
 	}
 	unitEnv := func(context.Context) ([]string, error) {
-		return []string{"PATH=/usr/bin:/bin", "STANDIN_HEARTBEAT_INTERVAL=100ms", "WORKSPACE_ID=" + workspaceID,
+		return []string{"PATH=/usr/bin:/bin", "STANDIN_HEARTBEAT_INTERVAL=100ms", "STANDIN_ECHO_ENV=OPENAI_API_KEY", "WORKSPACE_ID=" + workspaceID,
 			"PLATFORM_URL=" + platformURL, "CONFIGS_DIR=" + r.dir}, nil
 	}
 	spec := supervisor.Spec{

@@ -25,7 +25,7 @@ const (
 	Builtin = "workspace-runtime"
 	// DefaultTokenSecret is the secret (SSM parameter under the host's
 	// prefix) holding the workspace auth token.
-	DefaultTokenSecret = "auth-token"
+	DefaultTokenSecret = "workspace-auth-token"
 )
 
 // RuntimeOptions are what the runtime unit's preparation needs. Empty
@@ -57,6 +57,10 @@ type RuntimeOptions struct {
 	// blocks the runtime.
 	Checker *Checker
 	Log     *slog.Logger
+
+	// redactor gets the token and workspace secret values at each start
+	// (set by Hook, which gives it to the log Sink).
+	redactor *supervisor.Redactor
 }
 
 // Prepare returns a supervisor.Spec.Prepare for the runtime unit. Before
@@ -115,6 +119,13 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 			return nil, &supervisor.BlockedError{Reason: fmt.Sprintf("%s: %v", o.TokenLocation, err)}
 		}
 		o.Log.Debug("wrote runtime config and token", "dir", eo.ConfigsDir)
+		if o.redactor != nil {
+			vals := []string{strings.TrimSpace(tok.Reveal())}
+			for _, v := range ws {
+				vals = append(vals, v.Reveal())
+			}
+			o.redactor.Set(vals)
+		}
 		if o.Checker != nil {
 			o.Checker.Starting()
 		}
@@ -174,7 +185,8 @@ func owner(name string) (int, int, error) {
 // Hook returns the runtime unit's spec hook (daemon.SpecHook's signature),
 // for the unit with builtin: workspace-runtime. It
 //   - sends the process's stdout and stderr to sink (the rotated log file;
-//     the unit must be kind exec) when sink is not nil;
+//     the unit must be kind exec) when sink is not nil, with the workspace
+//     token, the workspace secrets and the driver's Redact values redacted;
 //   - owns the configs dir and files by the unit's user unless o.User is set;
 //   - keeps the unit's ready probe (the agent card probe when it has none),
 //     wrapped so the unit's status carries o.Checker's Report;
@@ -187,6 +199,9 @@ func Hook(o RuntimeOptions, sink *Sink) func(sp *supervisor.Spec, u config.Unit)
 				return fmt.Errorf("unit %s: the workspace runtime must be kind exec to log to a file", u.Name)
 			}
 			d.Stdout = sink.File()
+			sink.AddRedactor(d.Redact)
+			o.redactor = &supervisor.Redactor{}
+			sink.AddRedactor(o.redactor)
 		}
 		if o.User == "" {
 			o.User = u.User

@@ -12,7 +12,9 @@
 //     existed;
 //   - it POSTs /registry/heartbeat every $STANDIN_HEARTBEAT_INTERVAL (default
 //     30s, the real cadence), 401s being silent as in heartbeat.py;
-//   - it exits 0 on SIGTERM.
+//   - it exits 0 on SIGTERM;
+//   - for redaction tests, it prints NAME=value of the variable named by
+//     $STANDIN_ECHO_ENV, as a runtime dumping its environment would.
 //
 // Unlike the real runtime it never prints any part of the token.
 package main
@@ -107,6 +109,9 @@ func run(ctx context.Context) error {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	fmt.Printf("Workspace %s serving A2A on %s\n", id, ln.Addr())
+	if name := os.Getenv("STANDIN_ECHO_ENV"); name != "" {
+		fmt.Printf("env %s=%s\n", name, os.Getenv(name))
+	}
 
 	client := &http.Client{Timeout: 10 * time.Second}
 	code, body := post(ctx, client, platform+"/registry/register", token,
