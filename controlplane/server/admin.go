@@ -226,8 +226,6 @@ func (s *Server) handleSetChannel(w http.ResponseWriter, r *http.Request) {
 		s.internal(w, "set channel images", err)
 		return
 	}
-	s.chMu.Lock()
-	s.channels[name] = c
-	s.chMu.Unlock()
+	s.setChannel(c)
 	writeJSON(w, http.StatusOK, api.DesiredState{Revision: c.Revision, Images: c.Images})
 }

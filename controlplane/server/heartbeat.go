@@ -40,18 +40,27 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b, rerr := readBody(w, r)
-	var req api.HeartbeatRequest
-	if rerr == nil {
-		rerr = decodeStrict(b, &req)
-	}
-	if rerr == nil && len(req.Units) > 256 {
-		rerr = &reqError{http.StatusBadRequest, "units: at most 256", "units"}
-	}
 	if rerr != nil {
 		writeError(w, rerr.code, rerr.msg, rerr.field)
 		return
 	}
 	sum := sha256.Sum256(b)
+	h.mu.Lock()
+	same := sum == h.reportHash
+	h.mu.Unlock()
+	// A body identical to the last accepted one was validated then: skip
+	// decoding it again (the common case: nothing changed on the host).
+	var req api.HeartbeatRequest
+	if !same {
+		rerr = decodeStrict(b, &req)
+		if rerr == nil && len(req.Units) > 256 {
+			rerr = &reqError{http.StatusBadRequest, "units: at most 256", "units"}
+		}
+		if rerr != nil {
+			writeError(w, rerr.code, rerr.msg, rerr.field)
+			return
+		}
+	}
 	h.mu.Lock()
 	if h.status == store.StatusRemoved { // deprovisioned while we decoded
 		h.mu.Unlock()
@@ -66,7 +75,7 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		h.status, h.dirtyStatus = store.StatusOnline, true
 		ev = &store.Event{HostID: h.id, Type: "online", Detail: "heartbeat after silence", At: now}
 	}
-	if sum != h.reportHash {
+	if !same && sum != h.reportHash {
 		h.reportHash, h.report, h.version = sum, b, req.AgentVersion
 		h.tunnelID = ""
 		if req.Tunnel != nil {
@@ -80,5 +89,6 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		s.addEvents(*ev)
 	}
 	s.m.heartbeats.Inc()
-	writeJSON(w, http.StatusOK, api.HeartbeatResponse{IntervalMS: s.cfg.Interval.Milliseconds(), Desired: s.desired(channel)})
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(s.heartbeatReply(channel))
 }

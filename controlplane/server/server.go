@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -63,6 +64,7 @@ type Server struct {
 
 	chMu     sync.RWMutex
 	channels map[string]store.Channel
+	replies  map[string][]byte
 
 	evMu    sync.Mutex
 	pending []store.Event
@@ -101,7 +103,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, store: cfg.Store, adminH: sha(cfg.AdminToken.Reveal()),
-		started: cfg.Now(), hosts: newTable(), channels: map[string]store.Channel{},
+		started: cfg.Now(), hosts: newTable(), channels: map[string]store.Channel{}, replies: map[string][]byte{},
 	}
 	hosts, err := cfg.Store.ListHosts(ctx, store.HostFilter{})
 	if err != nil {
@@ -190,12 +192,31 @@ func (s *Server) addEvents(evs ...store.Event) {
 	s.evMu.Unlock()
 }
 
-func (s *Server) desired(channel string) api.DesiredState {
+// heartbeatReply returns the encoded heartbeat reply for a channel, cached
+// until the channel changes.
+func (s *Server) heartbeatReply(channel string) []byte {
 	s.chMu.RLock()
-	c, ok := s.channels[channel]
+	b, ok := s.replies[channel]
 	s.chMu.RUnlock()
-	if !ok {
-		return api.DesiredState{}
+	if ok {
+		return b
 	}
-	return api.DesiredState{Revision: c.Revision, Images: c.Images}
+	s.chMu.Lock()
+	defer s.chMu.Unlock()
+	resp := api.HeartbeatResponse{IntervalMS: s.cfg.Interval.Milliseconds()}
+	if c, ok := s.channels[channel]; ok {
+		resp.Desired = api.DesiredState{Revision: c.Revision, Images: c.Images}
+	}
+	b, _ = json.Marshal(resp)
+	b = append(b, '\n')
+	s.replies[channel] = b
+	return b
+}
+
+// setChannel records a channel's new images and drops its cached reply.
+func (s *Server) setChannel(c store.Channel) {
+	s.chMu.Lock()
+	s.channels[c.Name] = c
+	delete(s.replies, c.Name)
+	s.chMu.Unlock()
 }

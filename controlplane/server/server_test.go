@@ -274,3 +274,5 @@ func isCode(err error, code int) bool {
 	var se *api.StatusError
 	return errors.As(err, &se) && se.Code == code
 }
+
+func secretOf(s string) secrets.Secret { return secrets.New(s) }
