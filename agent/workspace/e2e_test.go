@@ -2,6 +2,7 @@ package workspace_test
 
 import (
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
+	"github.com/molecule-ai/molecule-agent/agent/testenv"
 	"github.com/molecule-ai/molecule-agent/agent/workspace"
 	"github.com/molecule-ai/molecule-agent/agent/workspace/workspacetest"
 )
@@ -90,6 +92,38 @@ func TestRegisters(t *testing.T) {
 			r.leakScan(pid, tok)
 		})
 	}
+}
+
+// TestRegistersAsRuntimeUser: run as its own user, the runtime can read the
+// 0600 token the agent gave it, and the files are that user's.
+func TestRegistersAsRuntimeUser(t *testing.T) {
+	testenv.RequireRoot(t)
+	usr, err := user.Lookup("nobody")
+	if err != nil {
+		testenv.Missing(t, "user nobody")
+	}
+	ten := workspacetest.NewTenant(orgID)
+	defer ten.Close()
+	tok := ten.IssueToken(workspaceID)
+	r := newRig(t, ten, rigOptions{token: tok, user: "nobody"})
+	r.waitRegistered()
+	st, err := os.ReadFile("/proc/" + itoa(r.unit().PID) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(st), "\nUid:\t"+usr.Uid+"\t") {
+		t.Errorf("runtime does not run as nobody (uid %s)", usr.Uid)
+	}
+	for _, name := range []string{".", workspace.ConfigFile, workspace.TokenFile} {
+		fi, err := os.Stat(filepath.Join(r.dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uid := fi.Sys().(*syscall.Stat_t).Uid; itoa(int(uid)) != usr.Uid {
+			t.Errorf("%s: owner uid %d, want %s", name, uid, usr.Uid)
+		}
+	}
+	r.leakScan(r.unit().PID, tok)
 }
 
 // TestTokenRotation: a new token in the source, and the restart the daemon

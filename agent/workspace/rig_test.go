@@ -38,6 +38,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	dir, err := os.MkdirTemp("", "standin-runtime-")
+	if err == nil {
+		err = os.Chmod(dir, 0o755) // runnable by the runtime user too
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -92,6 +95,8 @@ type rigOptions struct {
 	// RegisterTimeout fallback (set here) to detect a rejected register.
 	blind           bool
 	registerTimeout time.Duration
+	// user runs the runtime as this user (needs root).
+	user string
 }
 
 // rig is the workspace role assembled from real parts: a file secrets
@@ -133,6 +138,17 @@ func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 	t.Helper()
 	requireRuntime(t)
 	tmp := t.TempDir()
+	if o.user != "" {
+		// The runtime user must reach the configs dir: t.TempDir is 0700.
+		var err error
+		if tmp, err = os.MkdirTemp("", "workspace-rig-"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.RemoveAll(tmp) })
+		if err := os.Chmod(tmp, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	r := &rig{t: t, ten: ten, logs: &syncBuffer{}, dir: filepath.Join(tmp, "configs"),
 		logPath: filepath.Join(tmp, "molecule-runtime.log"), secPath: filepath.Join(tmp, "secrets.yaml"), port: freePort(t)}
 	log := slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -205,13 +221,13 @@ func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 	}
 	spec := supervisor.Spec{
 		Name: "runtime", Kind: "exec",
-		Driver:        &supervisor.ExecDriver{Command: runtimeBin, Log: log},
+		Driver:        &supervisor.ExecDriver{Command: runtimeBin, Log: log, User: o.user},
 		ProbeInterval: 50 * time.Millisecond, Grace: 5 * time.Second,
 		Restart: restart.Policy{Mode: restart.Always, InitialDelay: 50 * time.Millisecond,
 			MaxDelay: time.Second, Budget: 10, Window: time.Minute},
 		Prepare: unitEnv,
 	}
-	if err := workspace.Hook(rt, sink)(&spec, config.Unit{Name: "runtime", Builtin: workspace.Builtin}); err != nil {
+	if err := workspace.Hook(rt, sink)(&spec, config.Unit{Name: "runtime", Builtin: workspace.Builtin, User: o.user}); err != nil {
 		t.Fatal(err)
 	}
 	sup, err = supervisor.New(log, []supervisor.Spec{spec})
