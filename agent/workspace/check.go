@@ -111,10 +111,10 @@ func (c *Checker) check(ctx context.Context) {
 // onFound handles a 200 answer; c.mu is held.
 func (c *Checker) onFound(ws string) {
 	switch {
-	case ws == "online" && c.runCode == http.StatusUnauthorized:
+	case alive(ws) && c.runCode == http.StatusUnauthorized:
 		// The tenant still shows the previous run's registration.
 		c.st.Registration = NotRegistered
-	case ws == "online":
+	case alive(ws):
 		c.st.Registration, c.st.Detail = Registered, ""
 		c.attempted, c.staleDetail = false, ""
 		if c.st.TokenRecovery == RecoveryRestarted || c.st.TokenRecovery == RecoveryFailed {
@@ -125,6 +125,10 @@ func (c *Checker) onFound(ws string) {
 		c.st.Detail = "workspace status is " + ws
 	}
 }
+
+// alive reports whether a workspace status means registered and
+// heartbeating: online, or degraded (wedged or erroring, still registered).
+func alive(ws string) bool { return ws == "online" || ws == "degraded" }
 
 // recover handles a stale token: refresh, restart once if it changed.
 func (c *Checker) recover(ctx context.Context) {

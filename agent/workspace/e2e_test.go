@@ -343,6 +343,33 @@ func TestRemovedWorkspace(t *testing.T) {
 	}
 }
 
+// TestRegistrationFollowsStatus: degraded is still registered; paused is
+// not, and is reported with the status.
+func TestRegistrationFollowsStatus(t *testing.T) {
+	ten := workspacetest.NewTenant(orgID)
+	defer ten.Close()
+	tok := ten.IssueToken(workspaceID)
+	r := newRig(t, ten, rigOptions{token: tok})
+	r.waitRegistered()
+	tests := []struct {
+		status, want string
+	}{
+		{"degraded", workspace.Registered},
+		{"paused", workspace.NotRegistered},
+		{"online", workspace.Registered},
+	}
+	for _, tc := range tests {
+		t.Run(tc.status, func(t *testing.T) {
+			ten.SetStatus(workspaceID, tc.status)
+			waitFor(t, "status "+tc.status, func() bool { return r.checker.Status().WorkspaceStatus == tc.status })
+			r.settle(1)
+			if got := r.unit().Info["registration"]; got != tc.want {
+				t.Errorf("registration: got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
 // TestUnknownOrgDoesNotStop: a 404 before the workspace was ever found (a
 // wrong org id looks the same) is reported, and never stops the runtime.
 func TestUnknownOrgDoesNotStop(t *testing.T) {
