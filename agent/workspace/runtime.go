@@ -79,6 +79,9 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 		if o.Checker != nil && o.Checker.IsRemoved() {
 			return nil, &supervisor.BlockedError{Reason: "workspace removed on the tenant; the runtime stays stopped"}
 		}
+		if err := o.Config.Validate("workspace config"); err != nil {
+			return nil, &supervisor.BlockedError{Reason: err.Error()}
+		}
 		var tok secrets.Secret
 		found := false
 		if o.Token != nil {
