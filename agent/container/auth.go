@@ -1,6 +1,7 @@
 package container
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -78,4 +79,25 @@ func RegistryHost(image string) (string, error) {
 		return "", fmt.Errorf("parse image %q: %w", image, err)
 	}
 	return reference.Domain(ref), nil
+}
+
+// SecretAuth returns an AuthFunc that reads the credentials secret name
+// through get (such as (*secrets.Store).Get) before every pull, so rotated
+// credentials apply at the next pull.
+func SecretAuth(get func(name string) (secrets.Secret, bool), name string) AuthFunc {
+	return func(_ context.Context, image string) (registry.AuthConfig, error) {
+		s, ok := get(name)
+		if !ok {
+			return registry.AuthConfig{}, fmt.Errorf("registry credentials secret %q is missing: add the parameter %s under the host's prefix", name, name)
+		}
+		host, err := RegistryHost(image)
+		if err != nil {
+			return registry.AuthConfig{}, err
+		}
+		a, err := ParseAuth(s, host)
+		if err != nil {
+			return registry.AuthConfig{}, fmt.Errorf("secret %s: %w", name, err)
+		}
+		return a, nil
+	}
 }

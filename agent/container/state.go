@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -99,4 +100,32 @@ func saveState(path string, st unitState) error {
 		_ = d.Close()
 	}
 	return nil
+}
+
+// LoadAgentID returns this installation's agent ID, kept in
+// stateDir/agent-id and created on first use. It labels every container the
+// agent runs, so it must outlive agent restarts: a container labelled with
+// another ID is never adopted nor touched.
+func LoadAgentID(stateDir string) (string, error) {
+	p := filepath.Join(stateDir, "agent-id")
+	b, err := os.ReadFile(p)
+	if err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read agent ID: %w", err)
+	}
+	id := "agent-" + newUpdateID()
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return "", fmt.Errorf("create state dir: %w", err)
+	}
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write agent ID: %w", err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return "", fmt.Errorf("write agent ID: %w", err)
+	}
+	return id, nil
 }

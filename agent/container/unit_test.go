@@ -1,6 +1,7 @@
 package container
 
 import (
+	"context"
 	"encoding/base64"
 	"os"
 	"path/filepath"
@@ -204,5 +205,30 @@ func TestReadPull(t *testing.T) {
 				t.Errorf("pull progress = %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestLoadAgentIDIsStable(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	first, err := LoadAgentID(dir)
+	if err != nil || !strings.HasPrefix(first, "agent-") {
+		t.Fatalf("LoadAgentID = %q, %v", first, err)
+	}
+	again, err := LoadAgentID(dir)
+	if err != nil || again != first {
+		t.Errorf("second LoadAgentID = %q, %v; want %q", again, err, first)
+	}
+}
+
+func TestSecretAuth(t *testing.T) {
+	store := map[string]secrets.Secret{"ghcr-auth": secrets.New("bot:tok3n")}
+	get := func(n string) (secrets.Secret, bool) { s, ok := store[n]; return s, ok }
+	img := "ghcr.io/molecule-ai/platform-tenant@sha256:" + strings.Repeat("a", 64)
+	a, err := SecretAuth(get, "ghcr-auth")(context.Background(), img)
+	if err != nil || a.Username != "bot" || a.ServerAddress != "ghcr.io" {
+		t.Errorf("SecretAuth = %s@%s, %v; want bot@ghcr.io", a.Username, a.ServerAddress, err)
+	}
+	if _, err := SecretAuth(get, "nope")(context.Background(), img); err == nil || !strings.Contains(err.Error(), `"nope" is missing`) {
+		t.Errorf("missing secret err = %v", err)
 	}
 }
