@@ -5,12 +5,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/registry"
+	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/container/containertest"
 	"github.com/molecule-ai/molecule-agent/agent/secrets"
 	"github.com/molecule-ai/molecule-agent/agent/testenv"
@@ -214,4 +217,49 @@ func TestPrivateRegistryCredentials(t *testing.T) {
 	})
 	r.start(d, nil)
 	r.waitBody("/version", "v1")
+}
+
+func TestContainerSettingsReachDocker(t *testing.T) {
+	r := newRig(t)
+	s := r.spec(r.apps.V1)
+	s.Network = r.agent + "-net"
+	s.Cmd = []string{"-version", "from-cmd"}
+	s.User = "1000:1000"
+	s.StopSignal = "SIGINT"
+	s.Healthcheck = &config.Healthcheck{Test: []string{"CMD", "/app", "-h"}, Interval: config.D(time.Minute), Retries: 2}
+	d, err := New(r.options(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := r.start(d, []string{"APP_SECRET=x"})
+	r.waitBody("/version", "from-cmd")
+
+	ctx := context.Background()
+	c, err := r.cli.ContainerInspect(ctx, in.ContainerID())
+	if err != nil {
+		t.Fatalf("inspect: %v", err)
+	}
+	ep := c.NetworkSettings.Networks[s.Network]
+	if ep == nil || !slices.Contains(ep.Aliases, "app") {
+		t.Errorf("network %s endpoint = %+v, want alias app", s.Network, ep)
+	}
+	net, err := r.cli.NetworkInspect(ctx, s.Network, network.InspectOptions{})
+	if err != nil || net.Labels[LabelAgent] != r.agent {
+		t.Errorf("network %s labels = %v, %v; want created with the agent label", s.Network, net.Labels, err)
+	}
+	if c.Config.User != "1000:1000" || c.Config.StopSignal != "SIGINT" {
+		t.Errorf("user, stop signal = %q, %q; want 1000:1000, SIGINT", c.Config.User, c.Config.StopSignal)
+	}
+	if hc := c.Config.Healthcheck; hc == nil || hc.Interval != time.Minute || hc.Retries != 2 || !slices.Equal(hc.Test, s.Healthcheck.Test) {
+		t.Errorf("healthcheck = %+v, want %+v", hc, s.Healthcheck)
+	}
+	if c.HostConfig.RestartPolicy.Name != "no" || c.HostConfig.LogConfig.Config["max-size"] == "" {
+		t.Errorf("restart policy %q, log config %v; want no restart and bounded logs", c.HostConfig.RestartPolicy.Name, c.HostConfig.LogConfig.Config)
+	}
+	if got := c.Config.Labels[LabelUnit]; got != "app" {
+		t.Errorf("unit label = %q, want app", got)
+	}
+	if !slices.Contains(c.Config.Env, "APP_SECRET=x") {
+		t.Errorf("env = %v, want APP_SECRET=x", c.Config.Env)
+	}
 }
