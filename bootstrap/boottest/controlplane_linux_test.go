@@ -1,26 +1,150 @@
 package boottest
 
 import (
+	"bufio"
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api"
 )
 
-// startControlPlane runs the real molecule-controlplane on the host side
-// of the veth pair, places an enrollment token in the container (as a
-// provisioner would), and returns the URL the container reaches it on.
-// Lead: implement with `molecule-controlplane dev --dir <tmp> --listen
-// <m.hostIP>:<port> --interval 1s`, copy <dir>/enrollment-token to
-// /etc/molecule-agent/enrollment-token (0600) in the container, and keep
-// the admin token for checkOneHost.
-func startControlPlane(t *testing.T, _ context.Context, _ *machine) string {
-	t.Helper()
-	t.Fatal("startControlPlane: not implemented until registrationWired")
-	return ""
+// controlPlane is the real molecule-controlplane, run with `dev` (SQLite,
+// admin and enrollment tokens in files) on the host side of the veth.
+type controlPlane struct {
+	url        string
+	adminToken secrets.Secret
+	enrollFile string
 }
 
-// checkOneHost asserts the control plane lists exactly one host for the
-// container, registered once (no second registration after kill -9).
-func checkOneHost(t *testing.T, _ context.Context) {
+// startControlPlane builds and runs the control plane on the host end of
+// m's veth pair, so only the container (and the host) can reach it.
+func startControlPlane(t *testing.T, ctx context.Context, m *machine) *controlPlane {
 	t.Helper()
-	t.Fatal("checkOneHost: not implemented until registrationWired")
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "molecule-controlplane")
+	build := exec.Command("go", "build", "-o", bin, "./controlplane/cmd/molecule-controlplane")
+	build.Dir = repoRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build control plane: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "dev", "--dir", filepath.Join(dir, "cp"), "--listen", m.hostIP+":0", "--interval", "1s")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "cp.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start control plane: %v", err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(testenv.Short):
+			t.Errorf("control plane did not stop on SIGTERM")
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		logf.Close()
+	})
+	cp := &controlPlane{}
+	var adminFile string
+	lines := make(chan string, 64)
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			default: // full: nobody reads any more
+			}
+		}
+		_ = cmd.Wait()
+	}()
+	timeout := time.After(testenv.Long)
+	for cp.enrollFile == "" {
+		select {
+		case l := <-lines:
+			if v, ok := strings.CutPrefix(l, "control plane: "); ok {
+				cp.url = v
+			}
+			if v, ok := strings.CutPrefix(l, "admin token file: "); ok {
+				adminFile = v
+			}
+			if v, ok := strings.CutPrefix(l, "enrollment token file: "); ok {
+				cp.enrollFile = v
+			}
+		case <-done:
+			t.Fatalf("control plane exited; log:\n%s", mustRead(t, logf.Name()))
+		case <-timeout:
+			t.Fatalf("control plane did not report its URL; log:\n%s", mustRead(t, logf.Name()))
+		}
+	}
+	if cp.url == "" || adminFile == "" {
+		t.Fatalf("control plane printed URL %q, admin token file %q", cp.url, adminFile)
+	}
+	cp.adminToken = secrets.New(strings.TrimSpace(string(mustRead(t, adminFile))))
+	return cp
+}
+
+// enroll places the enrollment token in the container, 0600, as a
+// provisioner would; user-data only names the file.
+func (cp *controlPlane) enroll(t *testing.T, m *machine, path string) {
+	t.Helper()
+	m.write(path, mustRead(t, cp.enrollFile), 0o600)
+}
+
+func (cp *controlPlane) client(t *testing.T) *api.Client {
+	t.Helper()
+	c, err := api.New(api.Options{BaseURL: cp.url, AdminToken: cp.adminToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// checkOneHost asserts the control plane knows exactly one host, the
+// container, registered once: a restarted agent reuses its host ID.
+func (cp *controlPlane) checkOneHost(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	c := cp.client(t)
+	hosts, err := c.ListHosts(ctx, api.HostFilter{})
+	if err != nil {
+		t.Fatalf("list hosts: %v", err)
+	}
+	if len(hosts) != 1 {
+		t.Fatalf("control plane lists %d hosts, want 1: %+v", len(hosts), hosts)
+	}
+	h := hosts[0]
+	if h.Org != "dev" || h.Role != api.RoleWorkspace || h.Status != api.StatusOnline {
+		t.Errorf("host = org %q role %q status %q, want dev workspace online", h.Org, h.Role, h.Status)
+	}
+	events, err := c.Events(ctx, h.ID)
+	if err != nil {
+		t.Fatalf("events: %v", err)
+	}
+	n := 0
+	for _, e := range events {
+		if e.Type == api.EventRegistered {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("host %s registered %d times, want once: %+v", h.ID, n, events)
+	}
+	return h.ID
 }
