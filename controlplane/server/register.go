@@ -87,6 +87,11 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, req api.Regist
 	if id.role == "" {
 		id.role = req.Role
 	}
+	// Registrations of one instance are serialised so the live table ends
+	// with the token the store kept.
+	mu := &s.regMu[fnv32(id.key)%uint32(len(s.regMu))]
+	mu.Lock()
+	defer mu.Unlock()
 	tok, hash := attest.NewToken(attest.HostTokenPrefix)
 	presented := ""
 	if req.HostToken != "" {
@@ -125,6 +130,14 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, req api.Regist
 		Org: h.Org, Role: h.Role, Workspace: h.Workspace, Channel: h.Channel,
 	})
 	return nil
+}
+
+func fnv32(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint32(s[i])) * 16777619
+	}
+	return h
 }
 
 func (s *Server) attestIMDS(r *http.Request, req api.RegisterRequest, now time.Time) (identity, *reqError) {

@@ -68,6 +68,8 @@ type Server struct {
 
 	evMu    sync.Mutex
 	pending []store.Event
+
+	regMu [64]sync.Mutex
 }
 
 // New loads the live table from the store and returns the server. The

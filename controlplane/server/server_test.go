@@ -276,3 +276,33 @@ func isCode(err error, code int) bool {
 }
 
 func secretOf(s string) secrets.Secret { return secrets.New(s) }
+
+func TestConcurrentRegistrationsLeaveOneToken(t *testing.T) {
+	f := newFixture(t)
+	f.declare("i-race")
+	const n = 16
+	regs := make([]api.Registration, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { regs[i], errs[i] = f.registerIMDS("i-race", "boot-1", secrets.Secret{}) })
+	}
+	wg.Wait()
+	valid := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("register #%d: %v", i, errs[i])
+		}
+		if regs[i].HostID != regs[0].HostID {
+			t.Fatalf("register #%d got host %s, want %s", i, regs[i].HostID, regs[0].HostID)
+		}
+		if _, err := f.agent.Heartbeat(context.Background(), regs[i].HostID, regs[i].HostToken, api.HeartbeatRequest{}); err == nil {
+			valid++
+		} else if !isCode(err, 401) {
+			t.Errorf("heartbeat #%d: %v, want 200 or 401", i, err)
+		}
+	}
+	if valid != 1 {
+		t.Errorf("%d of %d issued tokens work, want exactly 1", valid, n)
+	}
+}
