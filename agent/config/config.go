@@ -49,7 +49,9 @@ type Config struct {
 	Secrets      Secrets      `yaml:"secrets"`
 	Identity     Identity     `yaml:"identity"`
 	ControlPlane ControlPlane `yaml:"control_plane"`
-	Units        []Unit       `yaml:"units"`
+	// Workspace configures the runtime of a workspace host.
+	Workspace Workspace `yaml:"workspace"`
+	Units     []Unit    `yaml:"units"`
 }
 
 // Status configures the local status API.

@@ -63,6 +63,9 @@ func (c *Config) Validate() error {
 	if err := c.ControlPlane.validate(); err != nil {
 		return err
 	}
+	if err := c.Workspace.validate(); err != nil {
+		return err
+	}
 	return validateUnits(c.Units)
 }
 

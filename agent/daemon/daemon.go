@@ -45,6 +45,8 @@ type Daemon struct {
 	notify  notifier
 
 	sup *supervisor.Supervisor
+	// closers run after every unit has stopped (log files, proxies).
+	closers []func()
 
 	mu       sync.Mutex
 	notice   *identity.Notice
@@ -159,6 +161,9 @@ func (d *Daemon) Run(ctx context.Context, background ...Background) error {
 	_ = srv.Close()
 	wg.Wait()
 	d.removeRunDir()
+	for _, c := range d.closers {
+		c()
+	}
 	d.log.Info("agent stopped")
 	return nil
 }

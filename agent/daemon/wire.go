@@ -10,6 +10,7 @@ import (
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/identity"
 	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/workspace"
 )
 
 // Background is a loop that runs beside the units until its context ends.
@@ -53,11 +54,26 @@ func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version
 	if o.Hooks == nil {
 		o.Hooks = builtinHooks(cfg)
 	}
+	var bg []Background
+	var ws *workspaceParts
+	if hasBuiltin(cfg, workspace.Builtin) {
+		if ws, err = newWorkspace(ctx, cfg, store, log, &d); err != nil {
+			return nil, nil, err
+		}
+		o.Hooks[workspace.Builtin] = ws.hook
+		bg = append(bg, ws.bg...)
+	}
 	d, err = New(o)
 	if err != nil {
+		if ws != nil {
+			ws.close()
+		}
 		return nil, nil, err
 	}
-	var bg []Background
+	if ws != nil {
+		d.AddSection("workspace", ws.section)
+		d.closers = append(d.closers, ws.close)
+	}
 	if store != nil {
 		d.AddSection("secrets", func() any { return store.Status() })
 		bg = append(bg, func(ctx context.Context) { _ = store.Run(ctx) }, func(ctx context.Context) {

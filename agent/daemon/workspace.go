@@ -1,0 +1,152 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/molecule-ai/molecule-agent/agent/config"
+	"github.com/molecule-ai/molecule-agent/agent/identity"
+	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/workspace"
+)
+
+// workspaceParts are what a workspace host runs beside its runtime unit.
+type workspaceParts struct {
+	hook    SpecHook
+	bg      []Background
+	section func() any
+	closers []func()
+}
+
+// hasBuiltin reports whether a unit of cfg is the given built-in.
+func hasBuiltin(cfg *config.Config, b string) bool {
+	return slices.ContainsFunc(cfg.Units, func(u config.Unit) bool { return u.Builtin == b })
+}
+
+// newWorkspace builds the runtime's hook, its registration checker, the
+// rotated log and the optional org-header proxy. sup is filled in once the
+// daemon exists (the checker restarts and stops the runtime through it).
+func newWorkspace(ctx context.Context, cfg *config.Config, store *secrets.Store, log *slog.Logger, d **Daemon) (*workspaceParts, error) {
+	w := cfg.Workspace
+	if w.ID == "" || w.PlatformURL == "" {
+		return nil, fmt.Errorf("workspace.id and workspace.platform_url are required for the workspace runtime")
+	}
+	hostIP, err := workspaceHostIP(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	unit := ""
+	for _, u := range cfg.Units {
+		if u.Builtin == workspace.Builtin {
+			unit = u.Name
+		}
+	}
+	tokenAt := "secret " + workspace.DefaultTokenSecret
+	if cfg.Secrets.Prefix != "" {
+		tokenAt = cfg.Secrets.Prefix + "/" + workspace.DefaultTokenSecret
+	}
+	chk, err := workspace.NewChecker(workspace.CheckerOptions{
+		TenantURL: w.PlatformURL, WorkspaceID: w.ID, OrgID: w.OrgID, Log: log, TokenLocation: tokenAt,
+		SteadyInterval: w.CheckInterval.Duration,
+		RefreshToken: func(ctx context.Context) (bool, error) {
+			if store == nil {
+				return false, nil
+			}
+			changed, err := store.Refresh(ctx)
+			return slices.Contains(changed, workspace.DefaultTokenSecret), err
+		},
+		Restart: func(ctx context.Context, why string) error { return (*d).sup.Restart(ctx, unit, why) },
+		Stop:    func() { (*d).sup.StopUnits(unit) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("workspace: %w", err)
+	}
+	logPath := w.LogPath
+	if logPath == "" {
+		logPath = workspace.DefaultLogPath
+	}
+	logf, err := workspace.OpenRotating(logPath, workspace.DefaultLogMaxBytes, workspace.DefaultLogKeep, -1, -1)
+	if err != nil {
+		return nil, fmt.Errorf("workspace.log_path: %w", err)
+	}
+	sink, err := workspace.NewSink(logf, chk.ObserveLine)
+	if err != nil {
+		logf.Close()
+		return nil, err
+	}
+	parts := &workspaceParts{section: func() any { return chk.Status() },
+		bg:      []Background{chk.Run},
+		closers: []func(){func() { sink.Close(2 * time.Second) }, func() { logf.Close() }}}
+	platformURL := w.PlatformURL
+	if w.Proxy.Enabled {
+		listen := w.Proxy.Listen
+		if listen == "" {
+			listen = "127.0.0.1:8081"
+		}
+		p, err := workspace.ListenProxy(listen, w.PlatformURL, w.OrgID, log)
+		if err != nil {
+			parts.close()
+			return nil, fmt.Errorf("workspace.proxy: %w", err)
+		}
+		platformURL = p.URL()
+		parts.closers = append(parts.closers, func() { p.Close() })
+	}
+	configsDir := w.ConfigsDir
+	if configsDir == "" {
+		configsDir = workspace.DefaultConfigsDir
+	}
+	opts := workspace.RuntimeOptions{WorkspaceID: w.ID, PlatformURL: platformURL, HostIP: hostIP,
+		AdapterModule: w.AdapterModule, ConfigsDir: configsDir, Checker: chk, Log: log, TokenLocation: tokenAt,
+		Config: workspace.RuntimeConfig{Name: w.Name, Description: w.Description, Tier: w.Tier,
+			Runtime: w.Runtime, Model: w.Model, Port: w.Port}}
+	if store != nil {
+		opts.Token = func() (secrets.Secret, bool) { return store.Get(workspace.DefaultTokenSecret) }
+		opts.Secrets = func() map[string]secrets.Secret {
+			out := map[string]secrets.Secret{}
+			for env, name := range w.Secrets {
+				if v, ok := store.Get(name); ok {
+					out[env] = v
+				}
+			}
+			return out
+		}
+	}
+	parts.hook = workspace.Hook(opts, sink)
+	return parts, nil
+}
+
+func (p *workspaceParts) close() {
+	for i := len(p.closers) - 1; i >= 0; i-- {
+		p.closers[i]()
+	}
+}
+
+// workspaceHostIP is the address the runtime registers: the configured one,
+// else the private IPv4 from IMDS, else (off EC2) the first non-loopback IPv4.
+func workspaceHostIP(ctx context.Context, cfg *config.Config, log *slog.Logger) (string, error) {
+	if cfg.Workspace.HostIP != "" {
+		return cfg.Workspace.HostIP, nil
+	}
+	if cfg.Identity.Mode != "enrollment" {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		id, err := identity.New(identity.Options{Endpoint: cfg.Identity.IMDSEndpoint, Logger: log}).Identity(ctx)
+		if err != nil {
+			return "", fmt.Errorf("workspace host IP from IMDS: %w (set workspace.host_ip off EC2)", err)
+		}
+		return id.PrivateIPv4, nil
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+				return ipn.IP.String(), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no private IPv4 found; set workspace.host_ip")
+}
