@@ -35,10 +35,12 @@ type Config struct {
 	Register api.RegisterRequest
 	// Snapshot returns the current state of the units for a heartbeat.
 	Snapshot func() api.HeartbeatRequest
-	// OnReply, if set, receives every heartbeat reply (desired state).
+	// OnReply, if set, receives every heartbeat reply (desired state). It
+	// runs on the loop's goroutine and must not block.
 	OnReply func(api.HeartbeatResponse)
 	// OnGone is called once when the control plane says the host was
-	// deprovisioned (410); the caller stops its units. The loop then idles.
+	// deprovisioned (410); the caller stops its units. The loop then idles
+	// until its context ends. No other error ever stops units.
 	OnGone func()
 	Logger *slog.Logger
 	// MinBackoff and MaxBackoff bound the retry delay while the control
