@@ -33,29 +33,32 @@ func section(r *status.Report, name string) map[string]any {
 	return m
 }
 
-// The workspace role end to end: the real agent binary runs the stand-in
-// molecule-runtime against a stand-in tenant that enforces the registry
-// contract (a live token exists, so the bearer is required).
-func TestWorkspaceRoleRegistersAndStopsWhenRemoved(t *testing.T) {
+type workspaceRig struct {
+	a           *agentProc
+	dir         string
+	tenant      *workspacetest.Tenant
+	secretsFile string
+}
+
+const wsID = "6f1c1c3e-9a55-4c8e-8f0a-3c1d2b4a5e6f"
+
+// startWorkspaceAgent runs the real agent binary with the workspace role:
+// the stand-in molecule-runtime against a stand-in tenant that enforces the
+// registry contract. fileToken is what the secrets source holds.
+func startWorkspaceAgent(t *testing.T, tenant *workspacetest.Tenant, fileToken string) *workspaceRig {
+	t.Helper()
 	dir := t.TempDir()
 	runtimeBin, err := workspacetest.BuildRuntime("go", dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tenant := workspacetest.NewTenant("org-acme")
-	t.Cleanup(tenant.Close)
-	const wsID = "6f1c1c3e-9a55-4c8e-8f0a-3c1d2b4a5e6f"
-	tenant.AddWorkspace(wsID)
-	token := tenant.IssueToken(wsID)
-	secretsFile := filepath.Join(dir, "secrets.yaml")
-	if err := os.WriteFile(secretsFile, []byte("workspace-auth-token: "+token+"\nopenai-key: sk-test-provider-key-123456\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	rig := &workspaceRig{dir: dir, tenant: tenant, secretsFile: filepath.Join(dir, "secrets.yaml")}
+	rig.writeToken(t, fileToken)
 	port := freePort(t)
 	cfg := fmt.Sprintf(`role: workspace
 state_dir: %[1]s/state
 run_dir: %[1]s/run
-secrets: {source: file, file: %[2]s}
+secrets: {source: file, file: %[2]s, refresh: 1s}
 workspace:
   id: %[3]s
   platform_url: %[4]s
@@ -77,7 +80,7 @@ units:
     files:
       - {path: %[1]s/configs/.auth_token, content: "secret:workspace-auth-token"}
     ready: {http: "http://127.0.0.1:%[5]d/.well-known/agent-card.json", status: 200, interval: 200ms}
-`, dir, secretsFile, wsID, tenant.URL(), port, runtimeBin, freePort(t))
+`, dir, rig.secretsFile, wsID, tenant.URL(), port, runtimeBin, freePort(t))
 	path := filepath.Join(dir, "agent.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -96,6 +99,29 @@ units:
 			t.Logf("agent log:\n%s", a.log.String())
 		}
 	})
+	rig.a = a
+	return rig
+}
+
+func (r *workspaceRig) writeToken(t *testing.T, token string) {
+	t.Helper()
+	body := "workspace-auth-token: " + token + "\nopenai-key: sk-test-provider-key-123456\n"
+	tmp := r.secretsFile + ".tmp"
+	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, r.secretsFile); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWorkspaceRoleRegistersAndStopsWhenRemoved(t *testing.T) {
+	tenant := workspacetest.NewTenant("org-acme")
+	t.Cleanup(tenant.Close)
+	tenant.AddWorkspace(wsID)
+	token := tenant.IssueToken(wsID)
+	rig := startWorkspaceAgent(t, tenant, token)
+	a, dir, secretsFile := rig.a, rig.dir, rig.secretsFile
 
 	start := time.Now()
 	r := a.waitFor(t, "registered", func(r *status.Report) bool {
@@ -135,5 +161,53 @@ units:
 	time.Sleep(2 * time.Second)
 	if u := unitOf(a.status(t), "runtime"); u.State != supervisor.Stopped || u.PID != pid {
 		t.Errorf("runtime came back after removal: %+v", u)
+	}
+}
+
+// A stale token in SSM: the runtime's register gets 401; once the new token
+// is in the secrets source the runtime is restarted with it and registers,
+// and nothing loops meanwhile.
+func TestWorkspaceStaleTokenRecoversWithoutLoop(t *testing.T) {
+	tenant := workspacetest.NewTenant("org-acme")
+	t.Cleanup(tenant.Close)
+	tenant.AddWorkspace(wsID)
+	good := tenant.IssueToken(wsID)
+	rig := startWorkspaceAgent(t, tenant, "stale-token-0000000000000000000000000000000")
+	rig.a.waitFor(t, "register rejected", func(r *status.Report) bool {
+		return section(r, "workspace")["register_status"] == float64(401)
+	})
+	r := rig.a.status(t)
+	if ws := section(r, "workspace"); ws["registration"] == "registered" {
+		t.Fatalf("registered with a stale token: %v", ws)
+	}
+	time.Sleep(2 * time.Second) // no restart loop while the token is still stale
+	if n := tenant.Registrations(wsID); n > 2 {
+		t.Errorf("%d register attempts with a stale token: the agent loops", n)
+	}
+	rig.writeToken(t, good)
+	rig.a.waitFor(t, "registered with the new token", func(r *status.Report) bool {
+		return section(r, "workspace")["registration"] == "registered" && unitOf(r, "runtime").Ready
+	})
+	checkFile(t, rig.dir+"/configs/.auth_token", good)
+}
+
+// No token in the secrets source: the runtime is not started and the status says why.
+func TestWorkspaceMissingTokenBlocksRuntime(t *testing.T) {
+	tenant := workspacetest.NewTenant("org-acme")
+	t.Cleanup(tenant.Close)
+	tenant.AddWorkspace(wsID)
+	rig := startWorkspaceAgent(t, tenant, "")
+	body := "openai-key: sk-test-provider-key-123456\n"
+	if err := os.WriteFile(rig.secretsFile, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := rig.a.waitFor(t, "blocked", func(r *status.Report) bool {
+		return unitOf(r, "runtime").State == supervisor.Blocked
+	})
+	if d := unitOf(r, "runtime").Detail; !strings.Contains(d, "workspace-auth-token") {
+		t.Errorf("blocked detail %q should name the token parameter", d)
+	}
+	if n := tenant.Registrations(wsID); n != 0 {
+		t.Errorf("runtime registered %d times without a token", n)
 	}
 }
