@@ -34,12 +34,11 @@ func runHelper() int {
 		return 2
 	}
 	crashAt := get("HELPER_CRASH_AT")
-	d.hook = func(step string) error {
+	d.hook = func(step string) {
 		if step == crashAt {
 			fmt.Println("AT " + step)
 			select {} // wait for SIGKILL
 		}
-		return nil
 	}
 	ctx := context.Background()
 	in, err := d.Start(ctx, nil)

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -31,7 +33,7 @@ func TestUpdateCommitsHealthyVersion(t *testing.T) {
 	// Record what Status shows as each step begins (the hook runs on the
 	// updating goroutine; Status is what heartbeats read).
 	seen := map[string]Status{}
-	d.hook = func(step string) error { seen[step] = d.Status(); return nil }
+	d.hook = func(step string) { seen[step] = d.Status() }
 	ctx, cancel := context.WithTimeout(context.Background(), testenv.Long)
 	defer cancel()
 	in, err := d.Update(ctx, old, r.apps.V2, staticEnv(), r.prober())
@@ -261,5 +263,41 @@ func TestContainerSettingsReachDocker(t *testing.T) {
 	}
 	if !slices.Contains(c.Config.Env, "APP_SECRET=x") {
 		t.Errorf("env = %v, want APP_SECRET=x", c.Config.Env)
+	}
+}
+
+// TestJournalWriteFailureKeepsOldVersion breaks the state dir in the middle
+// of an update (after the old container stopped): the update must undo
+// itself and leave the old version serving.
+func TestJournalWriteFailureKeepsOldVersion(t *testing.T) {
+	r := newRig(t)
+	d := r.driver(r.apps.V1)
+	old := r.start(d, nil)
+	r.waitBody("/version", "v1")
+	d.hook = func(step string) {
+		if step == stepStoppingOld {
+			dir := filepath.Dir(d.statePath)
+			if err := os.RemoveAll(dir); err != nil {
+				t.Error(err)
+			}
+			if err := os.WriteFile(dir, []byte("not a dir"), 0o600); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Long)
+	defer cancel()
+	in, err := d.Update(ctx, old, r.apps.V2, staticEnv(), r.prober())
+	var rb *RolledBackError
+	if !errors.As(err, &rb) || in == nil {
+		t.Fatalf("Update with a broken state dir = %v, %v; want the old instance and a rollback", in, err)
+	}
+	t.Cleanup(in.(*Instance).Detach)
+	r.waitBody("/version", "v1")
+	if run := r.running(); len(run) != 1 || run[0].ID != old.ContainerID() {
+		t.Errorf("running = %d containers, want only the old one", len(run))
+	}
+	if n := len(r.containers()); n != 1 {
+		t.Errorf("unit has %d containers, want 1 (the new one removed)", n)
 	}
 }

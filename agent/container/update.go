@@ -83,7 +83,7 @@ func (d *Driver) Update(ctx context.Context, old supervisor.Instance, desired st
 
 	d.setPhase(PhasePulling, from, desired, "")
 	if err := d.step(j, stepPulling); err != nil {
-		return nil, err
+		return old, d.abandon(ctx, j, err)
 	}
 	if err := d.ensureImage(ctx, desired); err != nil {
 		return old, d.abandon(ctx, j, fmt.Errorf("unit %s: %w", d.spec.Unit, err))
@@ -97,19 +97,19 @@ func (d *Driver) Update(ctx context.Context, old supervisor.Instance, desired st
 	// binds no port), so the downtime is only stop old + start new.
 	d.setPhase(PhaseStarting, from, desired, "")
 	if err := d.step(j, stepCreatingNew); err != nil {
-		return nil, err
+		return old, d.abandon(ctx, j, err)
 	}
 	if err := d.createNew(ctx, j, envv); err != nil {
 		return old, d.abandon(ctx, j, fmt.Errorf("unit %s: %w", d.spec.Unit, err))
 	}
 	if err := d.step(j, stepStoppingOld); err != nil {
-		return nil, err
+		return old, d.abandon(ctx, j, err)
 	}
 	if err := old.Stop(ctx, d.spec.stopGrace()); err != nil {
 		return d.rollback(ctx, j, nil, "stop old container: "+err.Error(), false)
 	}
 	if err := d.step(j, stepStartingNew); err != nil {
-		return nil, err
+		return d.rollback(ctx, j, nil, err.Error(), false)
 	}
 	if err := d.opts.Client.ContainerStart(ctx, j.NewID, container.StartOptions{}); err != nil {
 		return d.rollback(ctx, j, nil, fmt.Sprintf("start container %s: %v", short(j.NewID), err), false)
@@ -118,14 +118,14 @@ func (d *Driver) Update(ctx context.Context, old supervisor.Instance, desired st
 
 	d.setPhase(PhaseWaiting, from, desired, "")
 	if err := d.step(j, stepWaiting); err != nil {
-		return nil, err
+		return d.rollback(ctx, j, newIn, err.Error(), false)
 	}
 	ok, reason := d.waitReady(ctx, newIn, ready)
 	if !ok {
 		return d.rollback(ctx, j, newIn, reason, ctx.Err() == nil)
 	}
 	if err := d.step(j, stepCommitting); err != nil {
-		return nil, err
+		return d.rollback(ctx, j, newIn, err.Error(), false)
 	}
 	if err := d.commit(ctx, j); err != nil {
 		log.Error("update committed but cleanup failed", "err", err)
@@ -134,7 +134,8 @@ func (d *Driver) Update(ctx context.Context, old supervisor.Instance, desired st
 	return newIn, nil
 }
 
-// step journals that the update enters s, then runs the test hook.
+// step journals that the update enters s, then runs the test hook. An
+// error means the journal could not be written; the caller undoes the step.
 func (d *Driver) step(j *journal, s string) error {
 	d.log.Debug("update step", "update", j.ID, "step", s, "elapsed", time.Since(j.Started))
 	j.Step = s
@@ -147,7 +148,7 @@ func (d *Driver) step(j *journal, s string) error {
 		return err
 	}
 	if d.hook != nil {
-		return d.hook(s)
+		d.hook(s)
 	}
 	return nil
 }
@@ -265,7 +266,9 @@ func (d *Driver) rollback(ctx context.Context, j *journal, newIn *Instance, reas
 	j.Reason = reason
 	if markBad {
 		if err := d.step(j, stepRollingBack); err != nil {
-			return nil, err
+			// Without the journal a crash now would retry the bad image once
+			// more; the rollback itself still goes ahead.
+			d.log.Error("journal rollback", "err", err)
 		}
 	}
 	d.log.Warn("rolling back update", "from", j.From, "to", j.To, "reason", reason)
@@ -288,11 +291,13 @@ func (d *Driver) rollback(ctx context.Context, j *journal, newIn *Instance, reas
 		d.setPhase(PhaseRolledBack, j.From, j.To, reason+"; restarting the old container failed: "+rerr.Error())
 		return nil, fmt.Errorf("unit %s: roll back to %s: %w", d.spec.Unit, j.From, rerr)
 	}
-	if err := d.commitState(st); err != nil {
-		return nil, err
-	}
 	d.setPhase(PhaseRolledBack, j.From, j.To, reason)
-	return watch(d.opts.Client, j.OldID, j.From), &RolledBackError{Image: j.To, Reason: reason}
+	var err error = &RolledBackError{Image: j.To, Reason: reason}
+	if serr := d.commitState(st); serr != nil {
+		// The old version runs; the stale journal is settled at next Start.
+		err = errors.Join(err, serr)
+	}
+	return watch(d.opts.Client, j.OldID, j.From), err
 }
 
 // commit removes the old container, keeps From as the one rollback image
