@@ -17,7 +17,7 @@ var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], env{adminToken: os.Getenv("MOLECULE_CP_ADMIN_TOKEN")})
+	err := run(ctx, os.Args[1:], env{adminToken: os.Getenv("MOLECULE_CP_ADMIN_TOKEN")}, os.Stdout)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "molecule-controlplane:", err)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -17,7 +18,7 @@ type env struct {
 	adminToken string
 }
 
-func run(ctx context.Context, args []string, e env) error {
+func run(ctx context.Context, args []string, e env, stdout io.Writer) error {
 	root := &cobra.Command{
 		Use:           "molecule-controlplane",
 		Short:         "The molecule fleet control plane",
@@ -31,6 +32,7 @@ func run(ctx context.Context, args []string, e env) error {
 		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), version) },
 	})
 	root.SetArgs(args)
+	root.SetOut(stdout)
 	return root.ExecuteContext(ctx)
 }
 

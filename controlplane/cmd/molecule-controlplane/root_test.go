@@ -2,10 +2,15 @@ package main
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/molecule-ai/molecule-agent/agent/testenv"
 )
 
 func TestAdminToken(t *testing.T) {
@@ -40,7 +45,7 @@ func TestAdminToken(t *testing.T) {
 }
 
 func TestNoAdminTokenFlag(t *testing.T) {
-	err := run(context.Background(), []string{"serve", "--admin-token", "x"}, env{})
+	err := run(context.Background(), []string{"serve", "--admin-token", "x"}, env{}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "unknown flag") {
 		t.Errorf("serve --admin-token err = %v, want unknown flag (tokens never come from argv)", err)
 	}
@@ -57,9 +62,54 @@ func TestServeRefusesBadFlags(t *testing.T) {
 		{[]string{"serve", "--log-level", "loud"}, "--log-level"},
 	}
 	for _, tt := range tests {
-		err := run(context.Background(), tt.args, env{adminToken: "t"})
+		err := run(context.Background(), tt.args, env{adminToken: "t"}, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 			t.Errorf("run %v err = %v, want %q", tt.args, err, tt.wantErr)
 		}
 	}
 }
+
+func TestDevWritesTokenFilesAndPrintsNoToken(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "dev")
+	var out syncBuf
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"dev", "--dir", dir, "--listen", "127.0.0.1:0", "--log-level", "error"}, env{}, &out)
+	}()
+	deadline := time.Now().Add(testenv.Short)
+	for !strings.Contains(out.String(), "enrollment token file") {
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("dev printed no enrollment token file line; err %v; output:\n%s", <-done, out.String())
+		}
+		time.Sleep(10 * time.Millisecond) // polling
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("dev after cancel = %v, want nil", err)
+	}
+	if !strings.Contains(out.String(), "control plane: http://127.0.0.1:") {
+		t.Errorf("dev output lacks the URL:\n%s", out.String())
+	}
+	for _, name := range []string{"admin-token", "enrollment-token"} {
+		p := filepath.Join(dir, name)
+		fi, err := os.Stat(p)
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v, mode %v; want 0600", name, err, fi.Mode().Perm())
+		}
+		b, _ := os.ReadFile(p)
+		tok := strings.TrimSpace(string(b))
+		if len(tok) < 20 || strings.Contains(out.String(), tok) {
+			t.Errorf("%s: token of %d bytes, printed: %v", name, len(tok), strings.Contains(out.String(), tok))
+		}
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
