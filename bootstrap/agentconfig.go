@@ -14,23 +14,30 @@ import (
 
 // agentYAML is the part of agent.yaml bootstrap writes.
 type agentYAML struct {
-	Role         string       `yaml:"role"`
-	Secrets      secretsYAML  `yaml:"secrets"`
-	Identity     identityYAML `yaml:"identity"`
-	ControlPlane controlYAML  `yaml:"control_plane"`
-	Units        *yaml.Node   `yaml:"units,omitempty"`
+	Role         string         `yaml:"role"`
+	Secrets      secretsYAML    `yaml:"secrets"`
+	Identity     identityYAML   `yaml:"identity"`
+	ControlPlane controlYAML    `yaml:"control_plane"`
+	Workspace    *workspaceYAML `yaml:"workspace,omitempty"`
+	Units        *yaml.Node     `yaml:"units,omitempty"`
 }
 
 type secretsYAML struct {
-	Source string `yaml:"source"`
-	Prefix string `yaml:"prefix,omitempty"`
-	Region string `yaml:"region,omitempty"`
+	Source   string `yaml:"source"`
+	Prefix   string `yaml:"prefix,omitempty"`
+	Region   string `yaml:"region,omitempty"`
+	Endpoint string `yaml:"endpoint,omitempty"`
 }
 
 type identityYAML struct {
 	Mode               string `yaml:"mode"`
 	EnrollmentToken    string `yaml:"enrollment_token,omitempty"`
 	WatchInterruptions bool   `yaml:"watch_interruptions"`
+}
+
+type workspaceYAML struct {
+	ID          string `yaml:"id"`
+	PlatformURL string `yaml:"platform_url"`
 }
 
 type controlYAML struct {
@@ -52,8 +59,11 @@ func RenderConfig(p Params, units []byte) ([]byte, error) {
 	c := agentYAML{Role: p.Role,
 		Identity:     identityYAML{Mode: p.Identity},
 		ControlPlane: controlYAML{URL: p.ControlPlane, Org: p.Org, Workspace: p.Workspace, Channel: p.Channel}}
+	if p.Role == "workspace" {
+		c.Workspace = &workspaceYAML{ID: p.Workspace, PlatformURL: p.PlatformURL}
+	}
 	if p.SSMPrefix != "" {
-		c.Secrets = secretsYAML{Source: "ssm", Prefix: p.SSMPrefix, Region: p.Region}
+		c.Secrets = secretsYAML{Source: "ssm", Prefix: p.SSMPrefix, Region: p.Region, Endpoint: p.SSMEndpoint}
 	}
 	switch p.Identity {
 	case IdentityEnrollment:

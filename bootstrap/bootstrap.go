@@ -39,8 +39,7 @@ type Options struct {
 	Poll time.Duration
 	// IMDSEndpoint overrides the instance metadata endpoint (tests).
 	IMDSEndpoint string
-	// SSMEndpoint and SSMCredentials override the SDK defaults (tests).
-	SSMEndpoint    string
+	// SSMCredentials overrides the SDK's credential chain (tests).
 	SSMCredentials aws.CredentialsProvider
 	// Out receives one line per boot phase.
 	Out io.Writer
@@ -227,7 +226,7 @@ func describe(p Params) string {
 // values are dropped at once; only their count is reported.
 func checkSecrets(ctx context.Context, o Options, p Params) (int, error) {
 	src, err := secrets.NewSSM(ctx, secrets.SSMOptions{Prefix: p.SSMPrefix, Region: p.Region,
-		Endpoint: o.SSMEndpoint, Credentials: o.SSMCredentials, IMDSEndpoint: o.IMDSEndpoint,
+		Endpoint: p.SSMEndpoint, Credentials: o.SSMCredentials, IMDSEndpoint: o.IMDSEndpoint,
 		MaxAttempts: 3, MaxBackoff: 5 * time.Second})
 	if err != nil {
 		return 0, err

@@ -39,7 +39,7 @@ func TestRenderConfig(t *testing.T) {
 					t.Errorf("control_plane = %+v", c.ControlPlane)
 				}
 			}},
-		{"enrollment without secrets", Params{Role: "workspace", Org: "acme", Workspace: "ws-1", Identity: "enrollment"}, "",
+		{"enrollment without secrets", Params{Role: "workspace", Org: "acme", Workspace: "ws-1", PlatformURL: "http://10.0.0.5:8080", Identity: "enrollment"}, "",
 			func(t *testing.T, c *config.Config) {
 				if c.Secrets.Source != "" {
 					t.Errorf("secrets.source = %q, want none", c.Secrets.Source)
@@ -47,8 +47,8 @@ func TestRenderConfig(t *testing.T) {
 				if want := "file:" + DefaultEnrollmentTokenFile; c.Identity.EnrollmentToken != want {
 					t.Errorf("enrollment_token = %q, want %q", c.Identity.EnrollmentToken, want)
 				}
-				if c.ControlPlane.Workspace != "ws-1" {
-					t.Errorf("workspace = %q", c.ControlPlane.Workspace)
+				if c.ControlPlane.Workspace != "ws-1" || c.Workspace.ID != "ws-1" || c.Workspace.PlatformURL != "http://10.0.0.5:8080" {
+					t.Errorf("workspace = %q, %+v", c.ControlPlane.Workspace, c.Workspace)
 				}
 			}},
 		{"with units file", Params{Role: "tenant", Org: "acme"},
@@ -134,8 +134,8 @@ func TestRunSecretsDenied(t *testing.T) {
 	cfgPath := filepath.Join(t.TempDir(), "agent.yaml")
 	var out bytes.Buffer
 	_, err := Run(context.Background(), Options{
-		Params:     Params{Role: "tenant", Org: "acme", SSMPrefix: prefix, Region: ssmtest.Region},
-		ConfigPath: cfgPath, SSMEndpoint: ssm.URL, SSMCredentials: ssm.Credentials(), Out: &out,
+		Params:     Params{Role: "tenant", Org: "acme", SSMPrefix: prefix, Region: ssmtest.Region, SSMEndpoint: ssm.URL},
+		ConfigPath: cfgPath, SSMCredentials: ssm.Credentials(), Out: &out,
 	})
 	if err == nil {
 		t.Fatal("Run succeeded with the prefix denied")
@@ -145,6 +145,7 @@ func TestRunSecretsDenied(t *testing.T) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
 	}
+	t.Logf("%s%s", FailedPrefix, OneLine(err))
 	if _, serr := os.Stat(cfgPath); serr == nil {
 		t.Errorf("config written despite the failed check")
 	}
@@ -165,8 +166,9 @@ func TestRunWithoutSystemd(t *testing.T) {
 	ssm.Put(prefix+"/db/user", "molecule")
 	cfgPath := filepath.Join(t.TempDir(), "agent.yaml")
 	o := Options{
-		Params:     Params{Role: "tenant", Org: "acme", SSMPrefix: prefix, Region: ssmtest.Region, ControlPlane: "https://fleet.example"},
-		ConfigPath: cfgPath, SSMEndpoint: ssm.URL, SSMCredentials: ssm.Credentials(),
+		Params: Params{Role: "tenant", Org: "acme", SSMPrefix: prefix, Region: ssmtest.Region, SSMEndpoint: ssm.URL,
+			ControlPlane: "https://fleet.example"},
+		ConfigPath: cfgPath, SSMCredentials: ssm.Credentials(),
 	}
 	for i, wantConfig := range []string{"written", "unchanged"} {
 		var out bytes.Buffer
@@ -216,7 +218,7 @@ func TestRunParamsFromTags(t *testing.T) {
 		t.Skip("systemd is PID 1 here: this test would install a real service")
 	}
 	md := imdstest.New(t, imdstest.Instance{Region: ssmtest.Region})
-	md.EnableTags(map[string]string{TagRole: "workspace", TagOrg: "acme", TagWorkspace: "ws-42",
+	md.EnableTags(map[string]string{TagRole: "workspace", TagOrg: "acme", TagWorkspace: "ws-42", TagPlatformURL: "http://10.0.0.5:8080",
 		TagSSMPrefix: prefix, TagChannel: "staging", "Name": "not ours"})
 	md.SetRole("molecule-agent", "AKIDROLE", "role-secret-key", "session", time.Now().Add(time.Hour))
 	ssm := ssmtest.New(t)
@@ -224,7 +226,7 @@ func TestRunParamsFromTags(t *testing.T) {
 	ssm.Put(prefix+"/workspace-id", "ws-42")
 	cfgPath := filepath.Join(t.TempDir(), "agent.yaml")
 	var out bytes.Buffer
-	_, err := Run(context.Background(), Options{ConfigPath: cfgPath, IMDSEndpoint: md.URL, SSMEndpoint: ssm.URL, Out: &out})
+	_, err := Run(context.Background(), Options{Params: Params{SSMEndpoint: ssm.URL}, ConfigPath: cfgPath, IMDSEndpoint: md.URL, Out: &out})
 	if err == nil || !strings.Contains(err.Error(), "systemd is not PID 1") {
 		t.Fatalf("err = %v, want to stop at the service phase\n%s", err, out.String())
 	}
@@ -236,7 +238,7 @@ func TestRunParamsFromTags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.ControlPlane.Workspace != "ws-42" || c.Secrets.Region != ssmtest.Region || c.ControlPlane.Channel != "staging" {
+	if c.ControlPlane.Workspace != "ws-42" || c.Secrets.Region != ssmtest.Region || c.ControlPlane.Channel != "staging" || c.Secrets.Endpoint != ssm.URL {
 		t.Errorf("config from tags: %+v %+v", c.ControlPlane, c.Secrets)
 	}
 	if st := md.Stats(); st.V1Served != 0 || st.TokensIssued == 0 {

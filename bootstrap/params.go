@@ -41,6 +41,7 @@ const (
 	TagControlPlane = "molecule:control-plane"
 	TagSSMPrefix    = "molecule:ssm-prefix"
 	TagChannel      = "molecule:channel"
+	TagPlatformURL  = "molecule:platform-url"
 )
 
 // Params are what a host is told at boot. None of them is a secret.
@@ -51,6 +52,9 @@ type Params struct {
 	Org string
 	// Workspace is the workspace ID (workspace hosts only).
 	Workspace string
+	// PlatformURL is the tenant platform a workspace runtime registers
+	// with (workspace hosts only).
+	PlatformURL string
 	// ControlPlane is the control plane's base URL; empty for none.
 	ControlPlane string
 	// SSMPrefix is the host's SSM parameter path; empty for no secrets.
@@ -59,6 +63,9 @@ type Params struct {
 	Channel string
 	// Region is the AWS region for SSM; from IMDS when empty.
 	Region string
+	// SSMEndpoint overrides the SSM endpoint (a VPC endpoint); it is
+	// written to agent.yaml too, so the agent uses the same one.
+	SSMEndpoint string
 	// Identity is how the agent proves itself: "imds" (default) or
 	// "enrollment" (off EC2, with a token file placed by the provisioner).
 	Identity string
@@ -112,6 +119,14 @@ func (p Params) Validate() error {
 	case p.Workspace != "" && !workspaceRE.MatchString(p.Workspace):
 		bad("workspace", "%q is not a workspace ID (letters, digits, _ and -)", p.Workspace)
 	}
+	switch {
+	case p.Role == "workspace" && p.PlatformURL == "":
+		bad("platform-url", "a workspace host needs its tenant platform's URL")
+	case p.PlatformURL != "":
+		if err := checkControlPlaneURL(p.PlatformURL); err != nil {
+			bad("platform-url", "%v", err)
+		}
+	}
 	if p.ControlPlane != "" {
 		if err := checkControlPlaneURL(p.ControlPlane); err != nil {
 			bad("control-plane", "%v", err)
@@ -122,6 +137,11 @@ func (p Params) Validate() error {
 	}
 	if p.Channel != "" && !channelRE.MatchString(p.Channel) {
 		bad("channel", "%q is not a channel name (lowercase letters, digits, dashes)", p.Channel)
+	}
+	if p.SSMEndpoint != "" {
+		if err := checkControlPlaneURL(p.SSMEndpoint); err != nil {
+			bad("ssm-endpoint", "%v", err)
+		}
 	}
 	if p.Region != "" && !regionRE.MatchString(p.Region) {
 		bad("region", "%q is not an AWS region like us-east-2", p.Region)
@@ -184,12 +204,14 @@ func (p Params) flags() [][2]string {
 	add("role", p.Role)
 	add("org", p.Org)
 	add("workspace", p.Workspace)
+	add("platform-url", p.PlatformURL)
 	add("control-plane", p.ControlPlane)
 	add("ssm-prefix", p.SSMPrefix)
 	if p.Channel != DefaultChannel {
 		add("channel", p.Channel)
 	}
 	add("region", p.Region)
+	add("ssm-endpoint", p.SSMEndpoint)
 	if p.Identity != IdentityIMDS {
 		add("identity", p.Identity)
 	}
@@ -210,6 +232,7 @@ func (p Params) fromTags(tags map[string]string) Params {
 	fill(&p.Role, TagRole)
 	fill(&p.Org, TagOrg)
 	fill(&p.Workspace, TagWorkspace)
+	fill(&p.PlatformURL, TagPlatformURL)
 	fill(&p.ControlPlane, TagControlPlane)
 	fill(&p.SSMPrefix, TagSSMPrefix)
 	fill(&p.Channel, TagChannel)

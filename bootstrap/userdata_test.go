@@ -20,8 +20,8 @@ func TestRenderUserData(t *testing.T) {
 	}{
 		{"tenant", validParams(),
 			"#!/bin/sh\nexec /usr/local/bin/molecule-agent bootstrap --role tenant --org acme --control-plane https://fleet.example --ssm-prefix /molecule/prod/tenants/acme\n"},
-		{"workspace with channel", Params{Role: "workspace", Org: "acme", Workspace: "3f2a1c9e-8b7d-4e6f-a5b4-c3d2e1f0a9b8", Channel: "staging"},
-			"#!/bin/sh\nexec /usr/local/bin/molecule-agent bootstrap --role workspace --org acme --workspace 3f2a1c9e-8b7d-4e6f-a5b4-c3d2e1f0a9b8 --channel staging\n"},
+		{"workspace with channel", Params{Role: "workspace", Org: "acme", Workspace: "3f2a1c9e-8b7d-4e6f-a5b4-c3d2e1f0a9b8", PlatformURL: "https://acme.molecule.example", Channel: "staging"},
+			"#!/bin/sh\nexec /usr/local/bin/molecule-agent bootstrap --role workspace --org acme --workspace 3f2a1c9e-8b7d-4e6f-a5b4-c3d2e1f0a9b8 --platform-url https://acme.molecule.example --channel staging\n"},
 		{"enrollment off EC2", Params{Role: "tenant", Org: "dev", Identity: "enrollment", ControlPlane: "http://10.0.0.1:8443"},
 			"#!/bin/sh\nexec /usr/local/bin/molecule-agent bootstrap --role tenant --org dev --control-plane http://10.0.0.1:8443 --identity enrollment\n"},
 	}
@@ -122,6 +122,7 @@ func TestParamsValidate(t *testing.T) {
 		{"bad role", func(p *Params) { p.Role = "admin" }, "--role"},
 		{"bad org", func(p *Params) { p.Org = "Acme Corp" }, "--org"},
 		{"workspace role needs id", func(p *Params) { p.Role = "workspace" }, "--workspace"},
+		{"workspace role needs platform", func(p *Params) { p.Role = "workspace"; p.Workspace = "ws-1" }, "--platform-url"},
 		{"ftp control plane", func(p *Params) { p.ControlPlane = "ftp://x" }, "--control-plane"},
 		{"credentials in url", func(p *Params) { p.ControlPlane = "https://u:pw@fleet.example" }, "must not carry credentials"},
 		{"query in url", func(p *Params) { p.ControlPlane = "https://fleet.example/?token=x" }, "--control-plane"},
@@ -171,10 +172,10 @@ func TestShellQuote(t *testing.T) {
 
 func FuzzRenderUserData(f *testing.F) {
 	f.Add("tenant", "acme", "", "https://fleet.example", "/molecule/prod/tenants/acme", "stable")
-	f.Add("workspace", "acme", "3f2a1c9e-8b7d-4e6f-a5b4-c3d2e1f0a9b8", "", "", "staging")
+	f.Add("workspace", "acme", "3f2a1c9e-8b7d-4e6f-a5b4-c3d2e1f0a9b8", "https://acme.example", "", "staging")
 	f.Add("tenant", "acme", "AKIAIOSFODNN7EXAMPLE", "https://x/eyJhIjoiYiJ9", "/a/'b", "s")
 	f.Fuzz(func(t *testing.T, role, org, ws, cp, prefix, channel string) {
-		p := Params{Role: role, Org: org, Workspace: ws, ControlPlane: cp, SSMPrefix: prefix, Channel: channel}
+		p := Params{Role: role, Org: org, Workspace: ws, ControlPlane: cp, PlatformURL: cp, SSMPrefix: prefix, Channel: channel}
 		ud, err := RenderUserData(p)
 		if err != nil {
 			return

@@ -27,7 +27,10 @@ func waitFor(ctx context.Context, socket string, poll time.Duration, what string
 	defer t.Stop()
 	last := "no answer yet"
 	for {
-		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		// Each query runs to its own short deadline, not the overall one: a
+		// request cut off mid-dial leaves status.Get's keep-alive connection
+		// open (it never closes its transport's idle connections).
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		r, err := status.Get(qctx, socket)
 		cancel()
 		if err == nil {

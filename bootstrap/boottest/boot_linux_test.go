@@ -54,6 +54,13 @@ const unitsYAML = `units:
     stop: {grace: 10s}
 `
 
+// brokenYAML is a unit that exits with a code that means "do not restart".
+const brokenYAML = unitsYAML + `  - name: broken
+    command: /bin/sh
+    args: ["-c", "echo cannot start; exit 3"]
+    restart: {no_restart_exit_codes: [3]}
+`
+
 func TestBootInNspawn(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireBinary(t, "systemd-nspawn")
@@ -85,7 +92,7 @@ func TestBootInNspawn(t *testing.T) {
 	if out, err := m.exec(ctx, "busybox", "wget", "-q", "-O", "-", cp.url+"/healthz"); err != nil {
 		t.Fatalf("container cannot reach the control plane at %s over its veth: %v\n%s", cp.url, err, out)
 	}
-	p := bootstrap.Params{Role: "workspace", Org: "dev", Workspace: "ws-boot", Identity: bootstrap.IdentityEnrollment,
+	p := bootstrap.Params{Role: "workspace", Org: "dev", Workspace: "ws-boot", PlatformURL: "http://127.0.0.1:8080", Identity: bootstrap.IdentityEnrollment,
 		UnitsFile: "/etc/molecule-agent/units.yaml"}
 	if registrationWired {
 		cp.enroll(t, m, bootstrap.DefaultEnrollmentTokenFile)
@@ -223,6 +230,29 @@ func TestBootInNspawn(t *testing.T) {
 	if res, _ := m.exec(ctx, "systemctl", "show", "-p", "Result", "--value", "molecule-agent.service"); res != "success" {
 		t.Errorf("service result after stop = %q, want success (no SIGKILL, no timeout)", res)
 	}
+
+	// A failing boot: one FAILED line with the reason, exit non-zero.
+	m.write("/etc/molecule-agent/broken.yaml", []byte(brokenYAML), 0o644)
+	p.UnitsFile = "/etc/molecule-agent/broken.yaml"
+	ud3, err := bootstrap.RenderUserData(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.write("/var/lib/cloud/instance/user-data.txt", []byte(ud3), 0o700)
+	out, err = m.exec(ctx, "/var/lib/cloud/instance/user-data.txt")
+	if err == nil {
+		t.Errorf("bootstrap with a failing unit exited 0:\n%s", out)
+	}
+	var failed []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, bootstrap.FailedPrefix) {
+			failed = append(failed, l)
+		}
+	}
+	if len(failed) != 1 || !strings.Contains(failed[0], "unit broken failed") {
+		t.Errorf("want one %q line naming unit broken, got:\n%s", bootstrap.FailedPrefix, out)
+	}
+	t.Logf("failing bootstrap output:\n%s", out)
 }
 
 // unitsReady polls the agent's status socket inside the container until

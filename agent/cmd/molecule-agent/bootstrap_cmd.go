@@ -15,10 +15,12 @@ func paramFlags(fs *pflag.FlagSet, p *bootstrap.Params) {
 	fs.StringVar(&p.Role, "role", "", "tenant or workspace (default: instance tag "+bootstrap.TagRole+")")
 	fs.StringVar(&p.Org, "org", "", "the tenant's org slug (default: tag "+bootstrap.TagOrg+")")
 	fs.StringVar(&p.Workspace, "workspace", "", "workspace ID, for workspace hosts (default: tag "+bootstrap.TagWorkspace+")")
+	fs.StringVar(&p.PlatformURL, "platform-url", "", "tenant platform URL, for workspace hosts (default: tag "+bootstrap.TagPlatformURL+")")
 	fs.StringVar(&p.ControlPlane, "control-plane", "", "control plane base URL (default: tag "+bootstrap.TagControlPlane+")")
 	fs.StringVar(&p.SSMPrefix, "ssm-prefix", "", "SSM path of the host's secrets (default: tag "+bootstrap.TagSSMPrefix+")")
 	fs.StringVar(&p.Channel, "channel", "", "image channel (default: tag "+bootstrap.TagChannel+", else "+bootstrap.DefaultChannel+")")
 	fs.StringVar(&p.Region, "region", "", "AWS region for SSM (default: from IMDS)")
+	fs.StringVar(&p.SSMEndpoint, "ssm-endpoint", "", "SSM endpoint URL, e.g. a VPC endpoint (default: the region's)")
 	fs.StringVar(&p.Identity, "identity", "", "imds (EC2, default) or enrollment (off EC2)")
 	fs.StringVar(&p.EnrollmentTokenFile, "enrollment-token-file", "", "enrollment token file, placed by the provisioner (default "+bootstrap.DefaultEnrollmentTokenFile+")")
 	fs.StringVar(&p.UnitsFile, "units-file", "", "YAML file whose units: list is added to agent.yaml")
@@ -45,7 +47,6 @@ func newBootstrapCmd() *cobra.Command {
 	cmd.Flags().StringVar(&o.ConfigPath, "config", defaultConfig, "where to write agent.yaml")
 	cmd.Flags().DurationVar(&o.Timeout, "timeout", bootstrap.DefaultTimeout, "give up after this long")
 	cmd.Flags().StringVar(&o.IMDSEndpoint, "imds-endpoint", "", "instance metadata endpoint (tests)")
-	cmd.Flags().StringVar(&o.SSMEndpoint, "ssm-endpoint", "", "SSM endpoint (tests, VPC endpoints)")
 	_ = cmd.Flags().MarkHidden("imds-endpoint")
 	return cmd
 }
