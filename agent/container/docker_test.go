@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -300,4 +301,58 @@ func TestJournalWriteFailureKeepsOldVersion(t *testing.T) {
 	if n := len(r.containers()); n != 1 {
 		t.Errorf("unit has %d containers, want 1 (the new one removed)", n)
 	}
+}
+
+// waitProber polls p until it is ready.
+func waitProber(t *testing.T, p interface {
+	Ready(context.Context) (bool, string, error)
+}) string {
+	t.Helper()
+	deadline := time.Now().Add(testenv.Long)
+	var detail string
+	for time.Now().Before(deadline) {
+		ok, d, err := p.Ready(context.Background())
+		if ok {
+			return d
+		}
+		detail = fmt.Sprint(d, err)
+		time.Sleep(50 * time.Millisecond) // polling Docker's health status
+	}
+	t.Fatalf("never ready: %s", detail)
+	return ""
+}
+
+func TestHealthProberGatesUpdates(t *testing.T) {
+	r := newRig(t)
+	s := r.spec(r.apps.V2)
+	s.Healthcheck = &config.Healthcheck{Test: []string{"CMD", "/app", "-check", "http://127.0.0.1:8080/health"},
+		Interval: config.D(200 * time.Millisecond), Timeout: config.D(2 * time.Second), Retries: 1}
+	o := r.options()
+	o.UpdateWindow = 4 * time.Second
+	d, err := New(o, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hp := d.HealthProber()
+	if ok, detail, _ := hp.Ready(context.Background()); ok {
+		t.Fatalf("ready before any container: %s", detail)
+	}
+	old := r.start(d, nil)
+	if got := waitProber(t, hp); got != "health healthy (last check exit 0)" {
+		t.Errorf("detail = %q", got)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Long)
+	defer cancel()
+	in, err := d.Update(ctx, old, r.apps.V3, staticEnv(), hp)
+	var rb *RolledBackError
+	if !errors.As(err, &rb) {
+		t.Fatalf("Update to never-healthy v3 = %v, want a rollback", err)
+	}
+	t.Cleanup(in.(*Instance).Detach)
+	if !strings.Contains(rb.Reason, "health") {
+		t.Errorf("reason = %q, want the health status", rb.Reason)
+	}
+	waitProber(t, hp) // the restored v2 is healthy again
+	r.waitBody("/version", "v2")
 }

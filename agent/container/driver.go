@@ -63,9 +63,10 @@ type Driver struct {
 
 	op sync.Mutex // one Start/Update/Recover at a time
 
-	mu     sync.Mutex // guards st and status
+	mu     sync.Mutex // guards st, status and cur
 	st     unitState
 	status Status
+	cur    string // ID of the container the unit runs now
 
 	// hook, when set (tests), runs as each update step begins, after the
 	// step is journalled; the crash tests hang there and SIGKILL the agent.
@@ -148,6 +149,7 @@ func (d *Driver) Start(ctx context.Context, env []string) (supervisor.Instance, 
 	if err != nil {
 		return nil, err
 	}
+	d.setCurrent(in.ContainerID())
 	return in, nil
 }
 

@@ -115,6 +115,7 @@ func (d *Driver) Update(ctx context.Context, old supervisor.Instance, desired st
 		return d.rollback(ctx, j, nil, fmt.Sprintf("start container %s: %v", short(j.NewID), err), false)
 	}
 	newIn := watch(d.opts.Client, j.NewID, j.To)
+	d.setCurrent(j.NewID)
 
 	d.setPhase(PhaseWaiting, from, desired, "")
 	if err := d.step(j, stepWaiting); err != nil {
@@ -292,6 +293,7 @@ func (d *Driver) rollback(ctx context.Context, j *journal, newIn *Instance, reas
 		return nil, fmt.Errorf("unit %s: roll back to %s: %w", d.spec.Unit, j.From, rerr)
 	}
 	d.setPhase(PhaseRolledBack, j.From, j.To, reason)
+	d.setCurrent(j.OldID)
 	var err error = &RolledBackError{Image: j.To, Reason: reason}
 	if serr := d.commitState(st); serr != nil {
 		// The old version runs; the stale journal is settled at next Start.

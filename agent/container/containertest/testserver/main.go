@@ -10,6 +10,9 @@
 //	GET  /data     the content of <data-dir>/data.txt (404 when absent)
 //	PUT  /data     replaces <data-dir>/data.txt with the request body
 //	GET  /env/NAME sha256 hex of the environment variable NAME (never its value)
+//
+// With -check URL it instead GETs URL once and exits 0 on 200, 1 otherwise:
+// a Docker healthcheck command for an image without a shell.
 package main
 
 import (
@@ -57,8 +60,12 @@ func run(args []string) error {
 	fs.StringVar(&c.version, "version", envOr("APP_VERSION", "dev"), "version string (env APP_VERSION)")
 	fs.BoolVar(&c.neverReady, "never-ready", envOr("APP_NEVER_READY", "") == "1", "answer /health with 503 forever (env APP_NEVER_READY=1)")
 	fs.StringVar(&c.dataDir, "data-dir", envOr("APP_DATA_DIR", "/data"), "directory of data.txt (env APP_DATA_DIR)")
+	check := fs.String("check", "", "GET this URL once; exit 0 on 200 (a healthcheck)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *check != "" {
+		return checkURL(*check)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -81,6 +88,19 @@ func run(args []string) error {
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
 		return err
+	}
+	return nil
+}
+
+func checkURL(url string) error {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %d", url, resp.StatusCode)
 	}
 	return nil
 }
