@@ -19,7 +19,7 @@ import (
 	"github.com/hashicorp/go-cleanhttp"
 	"github.com/hashicorp/go-retryablehttp"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secret"
 )
 
 // Retry policy
@@ -52,7 +52,7 @@ type Options struct {
 	// Logger receives retry decisions at debug level; default: discard.
 	Logger *slog.Logger
 	// AdminToken authenticates the admin methods.
-	AdminToken secrets.Secret
+	AdminToken secret.Secret
 	// RetryMax is the number of retries after the first attempt (default 3;
 	// negative means none).
 	RetryMax int
@@ -66,7 +66,7 @@ type Options struct {
 type Client struct {
 	base    *url.URL
 	rc      *retryablehttp.Client
-	admin   secrets.Secret
+	admin   secret.Secret
 	timeout time.Duration
 }
 
@@ -198,7 +198,7 @@ func errorHandler(resp *http.Response, err error, attempts int) (*http.Response,
 }
 
 // call does one API call: JSON body in, JSON body out.
-func (c *Client) call(ctx context.Context, op, method, path string, idempotent bool, bearer secrets.Secret, in, out any) error {
+func (c *Client) call(ctx context.Context, op, method, path string, idempotent bool, bearer secret.Secret, in, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, idempotentKey{}, idempotent)

@@ -13,7 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secret"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -40,7 +40,7 @@ func scripted(t *testing.T, statuses []int, header http.Header, ok any) (*httpte
 
 func newClient(t *testing.T, url string) *Client {
 	t.Helper()
-	c, err := New(Options{BaseURL: url, RetryWaitMin: time.Millisecond, RetryWaitMax: 5 * time.Millisecond, AdminToken: secrets.New("admin")})
+	c, err := New(Options{BaseURL: url, RetryWaitMin: time.Millisecond, RetryWaitMax: 5 * time.Millisecond, AdminToken: secret.New("admin")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestRetryPolicy(t *testing.T) {
 			c := newClient(t, srv.URL)
 			var err error
 			if tt.idempotent {
-				_, err = c.Heartbeat(context.Background(), "h1", secrets.New("tok"), HeartbeatRequest{})
+				_, err = c.Heartbeat(context.Background(), "h1", secret.New("tok"), HeartbeatRequest{})
 			} else {
 				_, err = c.CreateEnrollmentToken(context.Background(), EnrollmentTokenRequest{})
 			}
@@ -104,7 +104,7 @@ func TestStatusErrorCarriesFieldAndRetryAfter(t *testing.T) {
 	t.Parallel()
 	srv, _ := scripted(t, []int{400}, http.Header{"Retry-After": {"3"}}, nil)
 	c := newClient(t, srv.URL)
-	_, err := c.Heartbeat(context.Background(), "h1", secrets.New("s3cret-token"), HeartbeatRequest{})
+	_, err := c.Heartbeat(context.Background(), "h1", secret.New("s3cret-token"), HeartbeatRequest{})
 	var se *StatusError
 	if !errors.As(err, &se) {
 		t.Fatalf("err = %T %v, want *StatusError", err, err)
@@ -133,7 +133,7 @@ func TestRequestTimeoutBoundsAllAttempts(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.rc.HTTPClient.CloseIdleConnections)
-	_, err = c.Heartbeat(context.Background(), "h1", secrets.New("t"), HeartbeatRequest{})
+	_, err = c.Heartbeat(context.Background(), "h1", secret.New("t"), HeartbeatRequest{})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want deadline exceeded", err)
 	}

@@ -7,7 +7,7 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secret"
 )
 
 // Proof is how a host proves who it is when it registers: the IMDS PKCS#7
@@ -15,7 +15,7 @@ import (
 type Proof struct {
 	IdentityPKCS7    string
 	IdentityDocument string
-	EnrollmentToken  secrets.Secret
+	EnrollmentToken  secret.Secret
 	// MachineID identifies the machine under enrollment.
 	MachineID string
 }
@@ -23,7 +23,7 @@ type Proof struct {
 // Registration is a successful registration as the agent keeps it.
 type Registration struct {
 	HostID    string
-	HostToken secrets.Secret
+	HostToken secret.Secret
 	Interval  time.Duration
 	Org       string
 	Role      string
@@ -34,28 +34,28 @@ type Registration struct {
 // Register registers the host. req carries the claims (role, org, workspace,
 // agent version, boot ID); proof and current (the host's current token, zero
 // if none) fill in the rest. Safe to retry: see "Retry policy".
-func (c *Client) Register(ctx context.Context, proof Proof, current secrets.Secret, req RegisterRequest) (Registration, error) {
+func (c *Client) Register(ctx context.Context, proof Proof, current secret.Secret, req RegisterRequest) (Registration, error) {
 	req.IdentityPKCS7 = proof.IdentityPKCS7
 	req.IdentityDocument = proof.IdentityDocument
 	req.EnrollmentToken = proof.EnrollmentToken.Reveal()
 	req.MachineID = proof.MachineID
 	req.HostToken = current.Reveal()
 	var resp RegisterResponse
-	if err := c.call(ctx, "register", http.MethodPost, PathRegister, true, secrets.Secret{}, req, &resp); err != nil {
+	if err := c.call(ctx, "register", http.MethodPost, PathRegister, true, secret.Secret{}, req, &resp); err != nil {
 		return Registration{}, err
 	}
 	if resp.HostID == "" || resp.HostToken == "" {
 		return Registration{}, fmt.Errorf("register: reply lacks host_id or host_token")
 	}
 	return Registration{
-		HostID: resp.HostID, HostToken: secrets.New(resp.HostToken), Interval: resp.Interval(),
+		HostID: resp.HostID, HostToken: secret.New(resp.HostToken), Interval: resp.Interval(),
 		Org: resp.Org, Role: resp.Role, Workspace: resp.Workspace, Channel: resp.Channel,
 	}, nil
 }
 
 // Heartbeat reports the host's state. errors.Is(err, ErrUnauthorized) means
 // register again; errors.Is(err, ErrGone) means the host was deprovisioned.
-func (c *Client) Heartbeat(ctx context.Context, hostID string, token secrets.Secret, req HeartbeatRequest) (HeartbeatResponse, error) {
+func (c *Client) Heartbeat(ctx context.Context, hostID string, token secret.Secret, req HeartbeatRequest) (HeartbeatResponse, error) {
 	var resp HeartbeatResponse
 	path := fmt.Sprintf(PathHeartbeatFmt, url.PathEscape(hostID))
 	err := c.call(ctx, "heartbeat", http.MethodPost, path, true, token, req, &resp)
@@ -64,5 +64,5 @@ func (c *Client) Heartbeat(ctx context.Context, hostID string, token secrets.Sec
 
 // Healthz checks that the control plane is up.
 func (c *Client) Healthz(ctx context.Context) error {
-	return c.call(ctx, "healthz", http.MethodGet, PathHealthz, true, secrets.Secret{}, nil, nil)
+	return c.call(ctx, "healthz", http.MethodGet, PathHealthz, true, secret.Secret{}, nil, nil)
 }

@@ -13,15 +13,15 @@ import (
 
 	_ "modernc.org/sqlite"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
 )
 
 func (f *fixture) enroll(machine string) api.Registration {
 	f.t.Helper()
-	r, err := f.agent.Register(context.Background(), api.Proof{EnrollmentToken: secrets.New(f.enrollToken()), MachineID: machine},
-		secrets.Secret{}, api.RegisterRequest{AgentVersion: "1.0.0", BootID: "boot-" + machine})
+	r, err := f.agent.Register(context.Background(), api.Proof{EnrollmentToken: secret.New(f.enrollToken()), MachineID: machine},
+		secret.Secret{}, api.RegisterRequest{AgentVersion: "1.0.0", BootID: "boot-" + machine})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -183,13 +183,13 @@ func TestHeartbeatErrors(t *testing.T) {
 	if _, err := f.agent.Heartbeat(ctx, r.HostID, r.HostToken, report("tun-9")); !isCode(err, http.StatusGone) {
 		t.Errorf("heartbeat after deprovision err = %v, want 410", err)
 	}
-	if _, err := f.agent.Heartbeat(ctx, r.HostID, secrets.New("mhk_bad"), report("tun-9")); !isCode(err, http.StatusUnauthorized) {
+	if _, err := f.agent.Heartbeat(ctx, r.HostID, secret.New("mhk_bad"), report("tun-9")); !isCode(err, http.StatusUnauthorized) {
 		t.Errorf("heartbeat after deprovision with a bad token err = %v, want 401", err)
 	}
 	if dep2, err := f.admin.Deprovision(ctx, r.HostID); err != nil || dep2.TunnelID != "tun-9" {
 		t.Errorf("second deprovision = %+v, %v; want the same tunnel", dep2, err)
 	}
-	if _, err := f.agent.Register(ctx, api.Proof{EnrollmentToken: secrets.New(f.enrollToken()), MachineID: "m-1"}, r.HostToken,
+	if _, err := f.agent.Register(ctx, api.Proof{EnrollmentToken: secret.New(f.enrollToken()), MachineID: "m-1"}, r.HostToken,
 		api.RegisterRequest{BootID: "boot-m-1"}); !isCode(err, http.StatusGone) {
 		t.Errorf("register of a deprovisioned machine err = %v, want 410", err)
 	}
@@ -199,14 +199,14 @@ func TestAdminAPI(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	for _, tok := range []string{"", "wrong", adminToken + "x"} {
-		c, _ := api.New(api.Options{BaseURL: f.http.URL, AdminToken: secrets.New(tok), RetryMax: -1})
+		c, _ := api.New(api.Options{BaseURL: f.http.URL, AdminToken: secret.New(tok), RetryMax: -1})
 		if _, err := c.ListHosts(ctx, api.HostFilter{}); !isCode(err, 401) {
 			t.Errorf("list hosts with admin token %q err = %v, want 401", tok, err)
 		}
 	}
 	f.enroll("m-1")
 	f.declare("i-1")
-	if _, err := f.registerIMDS("i-1", "b", secrets.Secret{}); err != nil {
+	if _, err := f.registerIMDS("i-1", "b", secret.Secret{}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -245,7 +245,7 @@ func TestAdminAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	hs, _ := f.admin.ListHosts(ctx, api.HostFilter{Role: "tenant"})
-	r, err := f.registerIMDS("i-1", "b", secrets.Secret{})
+	r, err := f.registerIMDS("i-1", "b", secret.Secret{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +261,7 @@ func TestNoTokenStoredOrLogged(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	enroll := f.enrollToken()
-	r, err := f.agent.Register(ctx, api.Proof{EnrollmentToken: secrets.New(enroll), MachineID: "m"}, secrets.Secret{}, api.RegisterRequest{BootID: "b"})
+	r, err := f.agent.Register(ctx, api.Proof{EnrollmentToken: secret.New(enroll), MachineID: "m"}, secret.Secret{}, api.RegisterRequest{BootID: "b"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 	"github.com/molecule-ai/molecule-agent/controlplane/attest"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
@@ -31,7 +31,7 @@ type Config struct {
 	Store store.Store
 	// Verifier checks IMDS proofs; nil refuses them (enrollment only).
 	Verifier   *attest.Verifier
-	AdminToken secrets.Secret
+	AdminToken secret.Secret
 	Logger     *slog.Logger
 	// Registry receives the server's metrics; default: a new registry.
 	Registry *prometheus.Registry

@@ -17,7 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 	"github.com/molecule-ai/molecule-agent/controlplane/attest"
 	"github.com/molecule-ai/molecule-agent/controlplane/attest/attesttest"
@@ -86,7 +86,7 @@ func (f *fixture) start() {
 		t.Fatal(err)
 	}
 	srv, err := New(context.Background(), Config{
-		Store: st, Verifier: v, AdminToken: secrets.New(adminToken), Interval: time.Second, Grace: 500 * time.Millisecond,
+		Store: st, Verifier: v, AdminToken: secret.New(adminToken), Interval: time.Second, Grace: 500 * time.Millisecond,
 		FlushWindow: time.Second, HostRate: 1, HostBurst: 3, Now: f.clock.Now,
 		Logger: slog.New(slog.NewTextHandler(f.logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
@@ -95,7 +95,7 @@ func (f *fixture) start() {
 	}
 	f.store, f.srv = st, srv
 	f.http = httptest.NewServer(srv.Handler())
-	f.admin, _ = api.New(api.Options{BaseURL: f.http.URL, AdminToken: secrets.New(adminToken), RetryMax: -1})
+	f.admin, _ = api.New(api.Options{BaseURL: f.http.URL, AdminToken: secret.New(adminToken), RetryMax: -1})
 	f.agent, _ = api.New(api.Options{BaseURL: f.http.URL, RetryMax: -1})
 	t.Cleanup(f.stop)
 }
@@ -125,7 +125,7 @@ func (f *fixture) enrollToken() string {
 	return tok.Token
 }
 
-func (f *fixture) registerIMDS(instance, boot string, current secrets.Secret) (api.Registration, error) {
+func (f *fixture) registerIMDS(instance, boot string, current secret.Secret) (api.Registration, error) {
 	return f.agent.Register(context.Background(),
 		api.Proof{IdentityPKCS7: f.ca.Sign(f.t, attesttest.Doc(instance, f.clock.Now().Add(-time.Minute)))},
 		current, api.RegisterRequest{Role: "tenant", Org: "acme", AgentVersion: "1.0.0", BootID: boot})
@@ -171,7 +171,7 @@ func TestRegisterAttestation(t *testing.T) {
 	f := newFixture(t)
 	f.declare("i-valid")
 	f.declare("i-replayed")
-	first, err := f.registerIMDS("i-replayed", "boot-1", secrets.Secret{})
+	first, err := f.registerIMDS("i-replayed", "boot-1", secret.Secret{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,12 +236,12 @@ func TestRegisterAgain(t *testing.T) {
 	f := newFixture(t)
 	f.declare("i-1")
 	ctx := context.Background()
-	r1, err := f.registerIMDS("i-1", "boot-1", secrets.Secret{})
+	r1, err := f.registerIMDS("i-1", "boot-1", secret.Secret{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Retrying the same boot (lost reply) gives the same host a new token.
-	r2, err := f.registerIMDS("i-1", "boot-1", secrets.Secret{})
+	r2, err := f.registerIMDS("i-1", "boot-1", secret.Secret{})
 	if err != nil || r2.HostID != r1.HostID || r2.HostToken.Equal(r1.HostToken) {
 		t.Fatalf("same-boot register = %v, %v; want same host, new token", r2.HostID, err)
 	}
@@ -252,10 +252,10 @@ func TestRegisterAgain(t *testing.T) {
 	// document; without the token the old document is refused.
 	oldDoc := f.ca.Sign(t, attesttest.Doc("i-1", f.clock.Now()))
 	f.clock.Add(time.Hour)
-	reboot := func(tok secrets.Secret) (api.Registration, error) {
+	reboot := func(tok secret.Secret) (api.Registration, error) {
 		return f.agent.Register(ctx, api.Proof{IdentityPKCS7: oldDoc}, tok, api.RegisterRequest{AgentVersion: "1.0.1", BootID: "boot-2"})
 	}
-	if _, err := reboot(secrets.Secret{}); !isCode(err, 401) {
+	if _, err := reboot(secret.Secret{}); !isCode(err, 401) {
 		t.Fatalf("reboot with a stale document and no token err = %v, want 401", err)
 	}
 	if _, err := reboot(r1.HostToken); !isCode(err, 401) {
@@ -275,7 +275,7 @@ func isCode(err error, code int) bool {
 	return errors.As(err, &se) && se.Code == code
 }
 
-func secretOf(s string) secrets.Secret { return secrets.New(s) }
+func secretOf(s string) secret.Secret { return secret.New(s) }
 
 func TestConcurrentRegistrationsLeaveOneToken(t *testing.T) {
 	f := newFixture(t)
@@ -285,7 +285,7 @@ func TestConcurrentRegistrationsLeaveOneToken(t *testing.T) {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() { regs[i], errs[i] = f.registerIMDS("i-race", "boot-1", secrets.Secret{}) })
+		wg.Go(func() { regs[i], errs[i] = f.registerIMDS("i-race", "boot-1", secret.Secret{}) })
 	}
 	wg.Wait()
 	valid := 0

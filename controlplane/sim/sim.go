@@ -27,14 +27,14 @@ import (
 
 	"github.com/hashicorp/go-cleanhttp"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 )
 
 // Config configures a simulation.
 type Config struct {
 	URL        string
-	AdminToken secrets.Secret
+	AdminToken secret.Secret
 	Hosts      int
 	// Interval is the steady-state heartbeat interval; 0 takes the
 	// control plane's.
@@ -109,7 +109,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	run := make([]byte, 4)
 	_, _ = rand.Read(run)
 	res := Result{Hosts: cfg.Hosts}
-	hosts, lat, regErrs := register(ctx, agent, secrets.New(tok.Token), hex.EncodeToString(run), cfg.Hosts)
+	hosts, lat, regErrs := register(ctx, agent, secret.New(tok.Token), hex.EncodeToString(run), cfg.Hosts)
 	res.Registered, res.RegisterErrors = len(hosts), regErrs
 	res.RegisterP50, res.RegisterP99 = pct(lat, 50), pct(lat, 99)
 	if len(hosts) == 0 {
@@ -138,7 +138,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	return res, nil
 }
 
-func register(ctx context.Context, c *api.Client, tok secrets.Secret, run string, n int) ([]*host, []time.Duration, int) {
+func register(ctx context.Context, c *api.Client, tok secret.Secret, run string, n int) ([]*host, []time.Duration, int) {
 	var (
 		mu    sync.Mutex
 		hosts []*host
@@ -154,7 +154,7 @@ func register(ctx context.Context, c *api.Client, tok secrets.Secret, run string
 			defer wg.Done()
 			defer func() { <-sem }()
 			start := time.Now()
-			reg, err := c.Register(ctx, api.Proof{EnrollmentToken: tok, MachineID: fmt.Sprintf("sim-%s-%d", run, i)}, secrets.Secret{},
+			reg, err := c.Register(ctx, api.Proof{EnrollmentToken: tok, MachineID: fmt.Sprintf("sim-%s-%d", run, i)}, secret.Secret{},
 				api.RegisterRequest{AgentVersion: "sim", BootID: fmt.Sprintf("boot-%s-%d", run, i), Hostname: fmt.Sprintf("sim-%d", i)})
 			d := time.Since(start)
 			mu.Lock()

@@ -11,7 +11,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/server"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
 )
@@ -26,7 +26,7 @@ func TestRunAgainstRealServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = st.Close() }()
-	srv, err := server.New(ctx, server.Config{Store: st, AdminToken: secrets.New("adm"), Interval: 200 * time.Millisecond,
+	srv, err := server.New(ctx, server.Config{Store: st, AdminToken: secret.New("adm"), Interval: 200 * time.Millisecond,
 		FlushWindow: 200 * time.Millisecond, HostRate: 1000, HostBurst: 1000})
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +35,7 @@ func TestRunAgainstRealServer(t *testing.T) {
 	go func() { runDone <- srv.Run(ctx) }()
 	hs := httptest.NewServer(srv.Handler())
 	defer hs.Close()
-	res, err := Run(ctx, Config{URL: hs.URL, AdminToken: secrets.New("adm"), Hosts: 20, Duration: time.Second,
+	res, err := Run(ctx, Config{URL: hs.URL, AdminToken: secret.New("adm"), Hosts: 20, Duration: time.Second,
 		SaturateFor: 300 * time.Millisecond, Concurrency: 4})
 	if err != nil {
 		t.Fatal(err)

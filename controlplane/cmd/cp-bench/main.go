@@ -22,7 +22,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/sim"
 	"github.com/molecule-ai/molecule-agent/controlplane/store/pgtest"
 )
@@ -132,7 +132,7 @@ func bench(ctx context.Context, o opts, dsn, dir string) error {
 		return err
 	}
 	cfg := o.cfg
-	cfg.URL, cfg.AdminToken = url, secrets.New(tok)
+	cfg.URL, cfg.AdminToken = url, secret.New(tok)
 	res, err := sim.Run(ctx, cfg)
 	res.Report(os.Stdout)
 	return err

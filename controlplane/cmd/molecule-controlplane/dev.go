@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 )
 
@@ -86,7 +86,7 @@ func writeSecretFile(path, v string) error {
 	return os.Rename(tmp, path)
 }
 
-func writeEnrollment(ctx context.Context, url string, admin secrets.Secret, path string) error {
+func writeEnrollment(ctx context.Context, url string, admin secret.Secret, path string) error {
 	c, err := api.New(api.Options{BaseURL: url, AdminToken: admin})
 	if err != nil {
 		return err

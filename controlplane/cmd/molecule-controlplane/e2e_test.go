@@ -18,7 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/molecule-ai/molecule-agent/agent/fleet"
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secret"
 	"github.com/molecule-ai/molecule-agent/agent/testenv"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 	"github.com/molecule-ai/molecule-agent/controlplane/attest/attesttest"
@@ -221,7 +221,7 @@ func TestEndToEnd(t *testing.T) {
 		"--aws-cert", certFile, "--interval", interval.String(), "--grace", grace.String(), "--flush-window", "1s", "--host-rate", "20"}
 	cp := startBinary(t, args...)
 	waitHealthy(t, url)
-	admin, _ := api.New(api.Options{BaseURL: url, AdminToken: secrets.New(adminTok)})
+	admin, _ := api.New(api.Options{BaseURL: url, AdminToken: secret.New(adminTok)})
 
 	// An EC2 host (IMDS proof) and an enrolled host.
 	if err := admin.DeclareInstance(ctx, api.Declaration{InstanceID: "i-0e2e", Org: "acme", Role: "tenant", Channel: "stable"}); err != nil {
@@ -235,7 +235,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	enroll := func(context.Context) (api.Proof, error) {
-		return api.Proof{EnrollmentToken: secrets.New(tok.Token), MachineID: "machine-e2e"}, nil
+		return api.Proof{EnrollmentToken: secret.New(tok.Token), MachineID: "machine-e2e"}, nil
 	}
 	ec2 := startAgent(t, url, filepath.Join(dir, "ec2"), imds, "tun-ec2")
 	ws := startAgent(t, url, filepath.Join(dir, "ws"), enroll, "tun-ws")

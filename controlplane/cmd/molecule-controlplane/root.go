@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secret"
 )
 
 // env is what main reads from the environment.
@@ -38,22 +38,22 @@ func run(ctx context.Context, args []string, e env, stdout io.Writer) error {
 
 // adminToken reads the admin token from path, else from the environment.
 // It never comes from argv.
-func adminToken(path string, e env) (secrets.Secret, error) {
+func adminToken(path string, e env) (secret.Secret, error) {
 	if path != "" {
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return secrets.Secret{}, fmt.Errorf("--admin-token-file: %w", err)
+			return secret.Secret{}, fmt.Errorf("--admin-token-file: %w", err)
 		}
 		tok := strings.TrimSpace(string(b))
 		if tok == "" {
-			return secrets.Secret{}, fmt.Errorf("--admin-token-file %s is empty", path)
+			return secret.Secret{}, fmt.Errorf("--admin-token-file %s is empty", path)
 		}
-		return secrets.New(tok), nil
+		return secret.New(tok), nil
 	}
 	if e.adminToken != "" {
-		return secrets.New(e.adminToken), nil
+		return secret.New(e.adminToken), nil
 	}
-	return secrets.Secret{}, fmt.Errorf("no admin token: pass --admin-token-file or set MOLECULE_CP_ADMIN_TOKEN")
+	return secret.Secret{}, fmt.Errorf("no admin token: pass --admin-token-file or set MOLECULE_CP_ADMIN_TOKEN")
 }
 
 func newLogger(level string) (*slog.Logger, error) {

@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/attest"
 	"github.com/molecule-ai/molecule-agent/controlplane/server"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
@@ -65,7 +65,7 @@ func serveCmd(e env) *cobra.Command {
 // serve runs the control plane until ctx ends, then shuts down gracefully:
 // stop accepting, drain requests, flush live state, close the store.
 // ready is called with the base URL once it listens.
-func serve(ctx context.Context, o serveOpts, admin secrets.Secret, ready func(url string)) error {
+func serve(ctx context.Context, o serveOpts, admin secret.Secret, ready func(url string)) error {
 	log, err := newLogger(o.logLevel)
 	if err != nil {
 		return err
