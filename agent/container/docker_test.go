@@ -147,10 +147,21 @@ func TestRestartedAgentAdoptsRunningContainer(t *testing.T) {
 	first := r.start(r.driver(r.apps.V1), env)
 	r.waitBody("/version", "v1")
 	first.Detach() // the agent dies; the container keeps running
+	startedAt := func() string {
+		c, err := r.cli.ContainerInspect(context.Background(), first.ContainerID())
+		if err != nil {
+			t.Fatalf("inspect: %v", err)
+		}
+		return c.State.StartedAt
+	}
+	before := startedAt()
 
 	second := r.start(r.driver(r.apps.V1), env)
 	if second.ContainerID() != first.ContainerID() {
 		t.Errorf("restarted agent runs container %s, want the adopted %s", second.ID(), first.ID())
+	}
+	if after := startedAt(); after != before {
+		t.Errorf("container restarted on adoption: started at %s, then %s", before, after)
 	}
 	if n := len(r.containers()); n != 1 {
 		t.Errorf("unit has %d containers, want 1", n)

@@ -18,6 +18,7 @@ func (d *Driver) HealthProber() supervisor.Prober { return healthProber{d} }
 
 type healthProber struct{ d *Driver }
 
+// Ready implements supervisor.Prober.
 func (p healthProber) Ready(ctx context.Context) (bool, string, error) {
 	p.d.mu.Lock()
 	id := p.d.cur

@@ -28,6 +28,7 @@ type RolledBackError struct {
 	Reason string
 }
 
+// Error names the image and the reason.
 func (e *RolledBackError) Error() string {
 	return "update to " + e.Image + " rolled back: " + e.Reason
 }
