@@ -19,6 +19,7 @@ import (
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/container/containertest"
 	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 	"github.com/molecule-ai/molecule-agent/agent/testenv"
 )
 
@@ -366,4 +367,35 @@ func TestHealthProberGatesUpdates(t *testing.T) {
 	}
 	waitProber(t, hp) // the restored v2 is healthy again
 	r.waitBody("/version", "v2")
+}
+
+// TestCommitKeepsOnePreviousImage: after each commit the image just left is
+// kept for one rollback and the one before it is removed (the configured
+// image is always kept).
+func TestCommitKeepsOnePreviousImage(t *testing.T) {
+	r := newRig(t)
+	v4 := r.reg.Push(t, "test/app", "v4", containertest.AppImage(t, containertest.Variant{Version: "v4"}))
+	v5 := r.reg.Push(t, "test/app", "v5", containertest.AppImage(t, containertest.Variant{Version: "v5"}))
+	d := r.driver(r.apps.V1)
+	var in supervisor.Instance = r.start(d, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Long)
+	defer cancel()
+	for _, img := range []string{r.apps.V2, v4, v5} {
+		next, err := d.Update(ctx, in, img, staticEnv(), r.prober())
+		if err != nil {
+			t.Fatalf("Update to %s: %v", img, err)
+		}
+		t.Cleanup(next.(*Instance).Detach)
+		in = next
+	}
+	r.waitBody("/version", "v5")
+	present := func(ref string) bool {
+		_, err := r.cli.ImageInspect(ctx, ref)
+		return err == nil
+	}
+	for ref, want := range map[string]bool{r.apps.V1: true, r.apps.V2: false, v4: true, v5: true} {
+		if got := present(ref); got != want {
+			t.Errorf("image %s present = %v, want %v", ref, got, want)
+		}
+	}
 }
