@@ -232,3 +232,52 @@ func TestSecretAuth(t *testing.T) {
 		t.Errorf("missing secret err = %v", err)
 	}
 }
+
+func TestParseDesired(t *testing.T) {
+	pinned := "ghcr.io/a/b@sha256:" + strings.Repeat("c", 64)
+	tests := []struct {
+		name, in string
+		want     map[string]string
+		wantErr  string
+	}{
+		{"one unit", `{"platform":"` + pinned + `"}`, map[string]string{"platform": pinned}, ""},
+		{"empty", `{}`, map[string]string{}, ""},
+		{"null", `null`, map[string]string{}, ""},
+		{"tag", `{"platform":"ghcr.io/a/b:latest"}`, nil, `unit "platform"`},
+		{"not object", `["x"]`, nil, "not a JSON object"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseDesired([]byte(tt.in))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseDesired err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || len(got) != len(tt.want) || got["platform"] != tt.want["platform"] {
+				t.Errorf("ParseDesired = %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+	if got, err := ReadDesired(filepath.Join(t.TempDir(), "missing.json")); err != nil || len(got) != 0 {
+		t.Errorf("ReadDesired(missing) = %v, %v; want empty", got, err)
+	}
+}
+
+func FuzzParseDesired(f *testing.F) {
+	f.Add([]byte(`{"platform":"ghcr.io/a/b@sha256:` + strings.Repeat("c", 64) + `"}`))
+	f.Add([]byte(`{"x":"y:latest"}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ParseDesired(b)
+		if err != nil {
+			return
+		}
+		for u, img := range m {
+			if !strings.Contains(img, "@sha256:") {
+				t.Errorf("unit %q accepted unpinned %q", u, img)
+			}
+		}
+	})
+}
