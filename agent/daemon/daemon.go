@@ -47,6 +47,8 @@ type Daemon struct {
 	sup *supervisor.Supervisor
 	// closers run after every unit has stopped (log files, proxies).
 	closers []func()
+	// desired is the control plane's desired state (nil without one).
+	desired *Desired
 
 	mu       sync.Mutex
 	notice   *identity.Notice

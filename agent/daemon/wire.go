@@ -88,6 +88,16 @@ func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version
 			}
 		})
 	}
+	if cfg.ControlPlane.URL != "" {
+		desired := newDesired()
+		loop, err := newFleet(cfg, store, log, version, &d, desired)
+		if err != nil {
+			return nil, nil, fmt.Errorf("control_plane: %w", err)
+		}
+		d.desired = desired
+		d.AddSection("control_plane", func() any { return loop.Status() })
+		bg = append(bg, func(ctx context.Context) { _ = loop.Run(ctx) })
+	}
 	if cfg.Identity.WatchInterruptions {
 		ic := identity.New(identity.Options{Endpoint: cfg.Identity.IMDSEndpoint, Logger: log})
 		bg = append(bg, d.interruptionWatch(ic, log))

@@ -19,18 +19,24 @@ import (
 	"github.com/molecule-ai/molecule-agent/agent/testenv"
 )
 
-var agentBin string
+var agentBin, cpBin string
 
 func TestMain(m *testing.M) {
+	if addr := os.Getenv("E2E_READY_SERVER"); addr != "" {
+		os.Exit(readyServer(addr))
+	}
 	dir, err := os.MkdirTemp("", "agent-e2e")
 	if err != nil {
 		panic(err)
 	}
 	agentBin = filepath.Join(dir, "molecule-agent")
-	out, err := exec.Command("go", "build", "-o", agentBin, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build agent: %v\n%s", err, out)
-		os.Exit(1)
+	cpBin = filepath.Join(dir, "molecule-controlplane")
+	for bin, pkg := range map[string]string{agentBin: ".", cpBin: "../../../controlplane/cmd/molecule-controlplane"} {
+		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
