@@ -126,6 +126,7 @@ type Store interface {
 	Events(ctx context.Context, hostID string, limit int) ([]Event, error)
 	SetChannelImages(ctx context.Context, name string, images map[string]string) (Channel, error)
 	Channels(ctx context.Context) ([]Channel, error)
+	FleetOps
 	Stats() Stats
 	Close() error
 }
