@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/fleet"
@@ -144,4 +145,23 @@ func enrollmentToken(ref string, store *secrets.Store) (secrets.Secret, error) {
 		return secrets.Secret{}, errors.New("identity.enrollment_token names a secret but secrets.source is not set")
 	}
 	return store.Resolve(ref)
+}
+
+// fleetSection is the control-plane part of the status report.
+func fleetSection(st fleet.Status) map[string]any {
+	m := map[string]any{"registered": st.Registered, "host_id": st.HostID}
+	if st.Gone {
+		m["deprovisioned"] = true
+	}
+	if st.Interval > 0 {
+		m["interval"] = st.Interval.String()
+	}
+	if !st.LastBeat.IsZero() {
+		m["last_heartbeat"] = st.LastBeat.UTC().Format(time.RFC3339)
+	}
+	if st.LastError != "" {
+		m["last_error"] = st.LastError
+		m["failures"] = st.Failures
+	}
+	return m
 }

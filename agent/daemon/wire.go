@@ -95,7 +95,7 @@ func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version
 			return nil, nil, fmt.Errorf("control_plane: %w", err)
 		}
 		d.desired = desired
-		d.AddSection("control_plane", func() any { return loop.Status() })
+		d.AddSection("control_plane", func() any { return fleetSection(loop.Status()) })
 		bg = append(bg, func(ctx context.Context) { _ = loop.Run(ctx) })
 	}
 	if cfg.Identity.WatchInterruptions {

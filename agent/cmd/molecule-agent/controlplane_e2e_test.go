@@ -199,9 +199,9 @@ units:
 	if h.Role != "workspace" || h.Org != "dev" || h.Report == nil || len(h.Report.Units) != 2 {
 		t.Errorf("host %+v", h)
 	}
-	r := a.waitFor(t, "registered", func(r *status.Report) bool { return section(r, "control_plane")["Registered"] == true })
-	if section(r, "control_plane")["HostID"] != h.ID {
-		t.Errorf("agent says host %v, control plane %s", section(r, "control_plane")["HostID"], h.ID)
+	r := a.waitFor(t, "registered", func(r *status.Report) bool { return section(r, "control_plane")["registered"] == true })
+	if section(r, "control_plane")["host_id"] != h.ID {
+		t.Errorf("agent says host %v, control plane %s", section(r, "control_plane")["host_id"], h.ID)
 	}
 
 	// Agent killed: offline within 3 intervals + grace (3.5 s), judged on the server.
@@ -250,7 +250,7 @@ units:
 		return r.Agent.Phase == "idle" && unitOf(r, "web").State == supervisor.Stopped &&
 			unitOf(r, "cloudflared").State == supervisor.Stopped
 	})
-	if section(r, "control_plane")["Gone"] != true {
+	if section(r, "control_plane")["deprovisioned"] != true {
 		t.Errorf("control_plane section: %v", section(r, "control_plane"))
 	}
 	select {
