@@ -89,7 +89,15 @@ func gap(samples []sample, from, to string) (time.Duration, time.Time, bool) {
 // images: downtime (last good response from the old version to the first
 // good one from the new, probing every 50 ms) and the time from the
 // desired-state change to the new version answering.
+//
+// "bridge" runs the unit on Docker's default bridge, "network" on a
+// user-defined network as the tenant role does.
 func BenchmarkUpdate(b *testing.B) {
+	b.Run("bridge", func(b *testing.B) { benchUpdate(b, false) })
+	b.Run("network", func(b *testing.B) { benchUpdate(b, true) })
+}
+
+func benchUpdate(b *testing.B, userNet bool) {
 	cli := containertest.Docker(b)
 	reg := containertest.NewRegistry(b)
 	agent := containertest.RunID()
@@ -104,6 +112,9 @@ func BenchmarkUpdate(b *testing.B) {
 	}
 	spec := testSpec(agent, ln, v1)
 	spec.UpdatePolicy = config.UpdateAuto
+	if userNet {
+		spec.Network = agent + "-net"
+	}
 	d, err := New(o, spec)
 	if err != nil {
 		b.Fatal(err)
