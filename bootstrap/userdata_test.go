@@ -34,6 +34,9 @@ func TestRenderUserData(t *testing.T) {
 			if got != tt.want {
 				t.Errorf("got\n%s\nwant\n%s", got, tt.want)
 			}
+			if strings.Contains(got, "set -") || strings.Contains(got, "sh -x") {
+				t.Errorf("user-data enables shell options (tracing?):\n%s", got)
+			}
 		})
 	}
 }

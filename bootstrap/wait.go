@@ -81,7 +81,9 @@ func registered(r *status.Report) (bool, string, error) {
 	}
 	id, _ := field(sec, "host_id").(string)
 	reg, _ := field(sec, "registered").(bool)
-	if gone, _ := field(sec, "gone").(bool); gone {
+	gone, _ := field(sec, "gone").(bool)
+	deprovisioned, _ := field(sec, "deprovisioned").(bool)
+	if gone || deprovisioned {
 		return false, "", errors.New("the control plane says this host was deprovisioned (410)")
 	}
 	if reg || (id != "" && field(sec, "registered") == nil) {

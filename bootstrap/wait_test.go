@@ -110,6 +110,9 @@ func TestWaitFailures(t *testing.T) {
 		{"gone", status.Report{Agent: status.Agent{Phase: "running"},
 			Sections: map[string]any{"fleet": map[string]any{"HostID": "h-1", "Gone": true}}},
 			registered, "deprovisioned (410)"},
+		{"deprovisioned flag", status.Report{Agent: status.Agent{Phase: "running"},
+			Sections: map[string]any{ControlPlaneSection: map[string]any{"host_id": "h-1", "registered": false, "deprovisioned": true}}},
+			registered, "deprovisioned (410)"},
 		{"deprovisioned host", status.Report{Agent: status.Agent{Phase: "idle"}},
 			registered, "deprovisioned"},
 	}

@@ -113,7 +113,8 @@ func TestBootInNspawn(t *testing.T) {
 	}
 	t.Logf("bootstrap output:\n%s", out)
 	if registrationWired {
-		t.Logf("BENCH bootstrap_to_registered_and_ready_ms=%d", took.Milliseconds())
+		t.Logf("BENCH bootstrap_to_registered_ms=%d bootstrap_to_ready_ms=%d",
+			phasesUpTo(t, out, "registered").Milliseconds(), took.Milliseconds())
 	} else {
 		t.Logf("BENCH bootstrap_to_ready_ms=%d (no registration: the agent does not register yet)", took.Milliseconds())
 	}
@@ -154,6 +155,23 @@ func TestBootInNspawn(t *testing.T) {
 	if pid := m.mainPID(ctx); pid != pid1 {
 		t.Errorf("second bootstrap restarted the agent (pid %d -> %d)", pid1, pid)
 	}
+
+	// A unit file edited by hand is put back and the agent restarted.
+	unitFile := "/etc/systemd/system/molecule-agent.service"
+	shipped := m.must(ctx, "cat", unitFile)
+	m.must(ctx, "sh", "-c", "sed -i 's/^RestartSec=1s/RestartSec=120/' "+unitFile+" && systemctl daemon-reload")
+	out = m.must(ctx, "/var/lib/cloud/instance/user-data.txt")
+	if !strings.Contains(out, "molecule-agent.service installed and enabled") || !strings.Contains(out, "started, ") {
+		t.Errorf("edited unit not reinstalled and restarted:\n%s", out)
+	}
+	if got := m.must(ctx, "cat", unitFile); got != shipped {
+		t.Errorf("unit file after bootstrap differs from the one it installed first")
+	}
+	if got, _ := m.exec(ctx, "systemctl", "show", "-p", "RestartUSec", "--value", "molecule-agent.service"); got != "1s" {
+		t.Errorf("RestartSec in effect = %q, want 1s", got)
+	}
+	m.unitsReady(ctx)
+	pid1 = m.mainPID(ctx)
 
 	// kill -9: systemd restarts it (RestartSec=1s) and the units come back.
 	killed := time.Now()
@@ -208,6 +226,11 @@ func TestBootInNspawn(t *testing.T) {
 		t.Errorf("agent.yaml lacks the new channel:\n%s", cfg)
 	}
 	m.unitsReady(ctx)
+	if registrationWired {
+		if id := cp.checkOneHost(t, ctx); id != hostID {
+			t.Errorf("host ID changed after a config change: %s -> %s", hostID, id)
+		}
+	}
 	for _, u := range []string{"runtime", "worker"} {
 		_, _ = m.exec(ctx, "rm", "-f", "/var/lib/boottest/"+u+".stopped")
 	}
@@ -253,6 +276,39 @@ func TestBootInNspawn(t *testing.T) {
 		t.Errorf("want one %q line naming unit broken, got:\n%s", bootstrap.FailedPrefix, out)
 	}
 	t.Logf("failing bootstrap output:\n%s", out)
+}
+
+// phasesUpTo sums the durations bootstrap printed for its phases up to and
+// including last ("boot <phase> <duration>  <detail>").
+func phasesUpTo(t *testing.T, out, last string) time.Duration {
+	t.Helper()
+	var total time.Duration
+	for _, l := range strings.Split(out, "\n") {
+		rest, ok := strings.CutPrefix(l, "boot ")
+		if !ok {
+			continue
+		}
+		for _, phase := range []string{"params", "secrets", "config", "service", "agent running", "registered", "units ready"} {
+			after, ok := strings.CutPrefix(rest, phase+" ")
+			if !ok {
+				continue
+			}
+			f := strings.Fields(after)
+			if len(f) == 0 {
+				t.Fatalf("bad phase line %q", l)
+			}
+			d, err := time.ParseDuration(f[0])
+			if err != nil {
+				t.Fatalf("phase line %q: %v", l, err)
+			}
+			total += d
+			if phase == last {
+				return total
+			}
+		}
+	}
+	t.Fatalf("no phase %q in:\n%s", last, out)
+	return 0
 }
 
 // unitsReady polls the agent's status socket inside the container until
