@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,7 +42,6 @@ type Options struct {
 	SSMCredentials aws.CredentialsProvider
 	// Out receives one line per boot phase.
 	Out io.Writer
-	Log *slog.Logger
 }
 
 // Result is what a successful boot did.
@@ -105,7 +103,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	ph.done("config", o.ConfigPath+map[bool]string{true: " written", false: " unchanged"}[res.ConfigChanged])
+	ph.done("config", o.ConfigPath+pick(res.ConfigChanged, " written", " unchanged"))
 	cfg, err := config.Load(o.ConfigPath)
 	if err != nil {
 		return nil, err
@@ -116,7 +114,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("service: %w", err)
 	}
 	res.UnitChanged = changed
-	ph.done("service", unitPath+map[bool]string{true: " installed and enabled", false: " unchanged"}[changed])
+	ph.done("service", unitPath+pick(changed, " installed and enabled", " unchanged"))
 
 	res.Restarted, err = startService(ctx, svc, res.ConfigChanged || res.UnitChanged)
 	if err != nil {
@@ -127,7 +125,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	ph.done("agent running", map[bool]string{true: "started, ", false: "already running, "}[res.Restarted]+why)
+	ph.done("agent running", pick(res.Restarted, "started, ", "already running, ")+why)
 
 	if cfg.ControlPlane.URL != "" {
 		r, why, err := waitFor(ctx, socket, o.Poll, "registration with "+cfg.ControlPlane.URL, registered)
@@ -162,9 +160,6 @@ func (o Options) withDefaults() Options {
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
-	if o.Log == nil {
-		o.Log = slog.New(slog.DiscardHandler)
-	}
 	if o.Executable == "" {
 		if exe, err := os.Executable(); err == nil {
 			if real, err := filepath.EvalSymlinks(exe); err == nil {
@@ -174,6 +169,13 @@ func (o Options) withDefaults() Options {
 		}
 	}
 	return o
+}
+
+func pick(cond bool, yes, no string) string {
+	if cond {
+		return yes
+	}
+	return no
 }
 
 // resolve fills missing parameters from instance tags (and the region from
