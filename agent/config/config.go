@@ -49,6 +49,8 @@ type Config struct {
 	Secrets      Secrets      `yaml:"secrets"`
 	Identity     Identity     `yaml:"identity"`
 	ControlPlane ControlPlane `yaml:"control_plane"`
+	// Updates configures image updates of container units.
+	Updates Updates `yaml:"updates"`
 	// Workspace configures the runtime of a workspace host.
 	Workspace Workspace `yaml:"workspace"`
 	Units     []Unit    `yaml:"units"`
@@ -58,6 +60,16 @@ type Config struct {
 type Status struct {
 	// Socket is the unix socket path; default <run_dir>/agent.sock.
 	Socket string `yaml:"socket"`
+}
+
+// Updates configures how container units follow their desired images.
+type Updates struct {
+	// DesiredFile is a local desired state ({revision, images: {unit:
+	// repo@sha256:…}}) followed when there is no control plane, or beside it.
+	DesiredFile string `yaml:"desired_file"`
+	// Window bounds the wait for an updated unit to be ready before it is
+	// rolled back (default 60s).
+	Window Duration `yaml:"window"`
 }
 
 // Log bounds what each unit's output may cost.

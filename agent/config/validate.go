@@ -66,6 +66,12 @@ func (c *Config) Validate() error {
 	if err := c.Workspace.validate(); err != nil {
 		return err
 	}
+	if f := c.Updates.DesiredFile; f != "" && !filepath.IsAbs(f) {
+		return fieldErr("updates.desired_file", "must be an absolute path")
+	}
+	if c.Updates.Window.Duration < 0 {
+		return fieldErr("updates.window", "must be positive")
+	}
 	return validateUnits(c.Units)
 }
 

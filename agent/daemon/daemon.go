@@ -31,6 +31,8 @@ type Options struct {
 	// Hooks adjust the spec of units by their builtin name (cloudflared,
 	// runtime): extra readiness, status, preparation.
 	Hooks map[string]SpecHook
+
+	containers *containers
 }
 
 // Daemon is one run of the agent.
@@ -41,8 +43,10 @@ type Daemon struct {
 	drivers map[string]DriverFactory
 	secrets *secrets.Store
 	hooks   map[string]SpecHook
-	started time.Time
-	notify  notifier
+	// containers tracks kind: container units for image updates.
+	containers *containers
+	started    time.Time
+	notify     notifier
 
 	sup *supervisor.Supervisor
 	// closers run after every unit has stopped (log files, proxies).
@@ -60,7 +64,7 @@ type Daemon struct {
 // New prepares a daemon; nothing runs until Run.
 func New(o Options) (*Daemon, error) {
 	d := &Daemon{cfg: o.Config, log: o.Log, version: o.Version, drivers: o.Drivers,
-		secrets: o.Secrets, hooks: o.Hooks, started: time.Now(), phase: "starting",
+		secrets: o.Secrets, hooks: o.Hooks, containers: o.containers, started: time.Now(), phase: "starting",
 		notify: notifier{log: o.Log}, sections: map[string]func() any{}}
 	specs := make([]supervisor.Spec, 0, len(o.Config.Units))
 	for _, u := range o.Config.Units {

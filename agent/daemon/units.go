@@ -78,6 +78,9 @@ func (d *Daemon) specFor(u config.Unit) (supervisor.Spec, error) {
 			return supervisor.Spec{}, fmt.Errorf("unit %s: %w", u.Name, err)
 		}
 	}
+	if d.containers != nil && u.Kind == config.KindContainer {
+		d.containers.track(u.Name, sp)
+	}
 	return sp, nil
 }
 

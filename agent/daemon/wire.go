@@ -55,6 +55,14 @@ func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version
 		o.Hooks = builtinHooks(cfg)
 	}
 	var bg []Background
+	ctrs := &containers{cfg: cfg, store: store, log: log}
+	if o.Drivers == nil {
+		o.Drivers = map[string]DriverFactory{}
+	}
+	if _, ok := o.Drivers[config.KindContainer]; !ok {
+		o.Drivers[config.KindContainer] = ctrs.factory
+	}
+	o.containers = ctrs
 	var ws *workspaceParts
 	if hasBuiltin(cfg, workspace.Builtin) {
 		if ws, err = newWorkspace(ctx, cfg, store, log, &d); err != nil {
@@ -88,8 +96,8 @@ func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version
 			}
 		})
 	}
+	desired := newDesired()
 	if cfg.ControlPlane.URL != "" {
-		desired := newDesired()
 		loop, err := newFleet(cfg, store, log, version, &d, desired)
 		if err != nil {
 			return nil, nil, fmt.Errorf("control_plane: %w", err)
@@ -97,6 +105,12 @@ func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version
 		d.desired = desired
 		d.AddSection("control_plane", func() any { return fleetSection(loop.Status()) })
 		bg = append(bg, func(ctx context.Context) { _ = loop.Run(ctx) })
+	}
+	if f := cfg.Updates.DesiredFile; f != "" {
+		bg = append(bg, desiredFileLoop(f, desired, log))
+	}
+	if len(ctrs.units) > 0 && (cfg.ControlPlane.URL != "" || cfg.Updates.DesiredFile != "") {
+		bg = append(bg, ctrs.updateLoop(d, desired))
 	}
 	if cfg.Identity.WatchInterruptions {
 		ic := identity.New(identity.Options{Endpoint: cfg.Identity.IMDSEndpoint, Logger: log})
