@@ -399,3 +399,20 @@ func TestCommitKeepsOnePreviousImage(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedPullKeepsOldContainer: a changed spec whose image cannot be
+// pulled leaves the old container in place instead of removing it first.
+func TestFailedPullKeepsOldContainer(t *testing.T) {
+	r := newRig(t)
+	first := r.start(r.driver(r.apps.V1), nil)
+	r.waitBody("/version", "v1")
+	first.Detach()
+	missing := r.reg.Host + "/test/missing@sha256:" + strings.Repeat("0", 64)
+	if _, err := r.driver(missing).Start(context.Background(), nil); err == nil {
+		t.Fatalf("Start with an unpullable image succeeded")
+	}
+	if run := r.running(); len(run) != 1 || run[0].ID != first.ContainerID() {
+		t.Errorf("running containers = %d, want the old one untouched", len(run))
+	}
+	r.waitBody("/version", "v1")
+}

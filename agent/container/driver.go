@@ -145,7 +145,7 @@ func (d *Driver) Start(ctx context.Context, env []string) (supervisor.Instance, 
 	if err := d.recoverLocked(ctx); err != nil {
 		return nil, err
 	}
-	in, err := d.ensure(ctx, d.CurrentImage(), env, "")
+	in, err := d.ensure(ctx, d.CurrentImage(), env)
 	if err != nil {
 		return nil, err
 	}
@@ -153,9 +153,11 @@ func (d *Driver) Start(ctx context.Context, env []string) (supervisor.Instance, 
 	return in, nil
 }
 
-// ensure makes exactly one container of the unit run image with env, and
-// returns it watched. updateID labels a container created by an update.
-func (d *Driver) ensure(ctx context.Context, image string, env []string, updateID string) (*Instance, error) {
+// ensure makes exactly one container of the unit run image with env and
+// returns it watched. The replacement is created (and its image pulled)
+// before other containers of the unit are removed, so a failed pull leaves
+// the old container in place.
+func (d *Driver) ensure(ctx context.Context, image string, env []string) (*Instance, error) {
 	hash := d.spec.hash(image, env)
 	cs, err := d.list(ctx)
 	if err != nil {
@@ -168,8 +170,14 @@ func (d *Driver) ensure(ctx context.Context, image string, env []string, updateI
 			keep = c
 		}
 	}
+	id := ""
+	if keep != nil {
+		id = keep.ID
+	} else if id, err = d.create(ctx, image, env, hash, ""); err != nil {
+		return nil, err
+	}
 	for _, c := range cs {
-		if keep != nil && c.ID == keep.ID {
+		if c.ID == id {
 			continue
 		}
 		d.log.Info("removing container whose spec changed", "container", short(c.ID), "image", c.Labels[LabelImage])
@@ -178,14 +186,8 @@ func (d *Driver) ensure(ctx context.Context, image string, env []string, updateI
 		}
 	}
 	if keep != nil && keep.State == "running" {
-		d.log.Info("adopted running container", "container", short(keep.ID), "image", image)
-		return watch(d.opts.Client, keep.ID, image), nil
-	}
-	id := ""
-	if keep != nil {
-		id = keep.ID
-	} else if id, err = d.create(ctx, image, env, hash, updateID); err != nil {
-		return nil, err
+		d.log.Info("adopted running container", "container", short(id), "image", image)
+		return watch(d.opts.Client, id, image), nil
 	}
 	if err := d.opts.Client.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
 		return nil, fmt.Errorf("start container %s of unit %s: %w", short(id), d.spec.Unit, err)
