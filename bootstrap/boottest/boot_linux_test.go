@@ -18,21 +18,6 @@ import (
 	"github.com/molecule-ai/molecule-agent/bootstrap"
 )
 
-// agentRegisters reports whether the agent built from this tree registers
-// with a control plane: whether its main links agent/fleet. Until it does,
-// the boot test checks the container reaches the control plane but not the
-// registration; once it does, registration is asserted with no change here.
-func agentRegisters(t *testing.T) bool {
-	t.Helper()
-	cmd := exec.Command("go", "list", "-deps", "./agent/cmd/molecule-agent")
-	cmd.Dir = repoRoot(t)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	return strings.Contains(string(out), "\ngithub.com/molecule-ai/molecule-agent/agent/fleet\n")
-}
-
 // unitsYAML is what an AMI would bake as /etc/molecule-agent/units.yaml:
 // the workspace role's runtime replaced by busybox httpd serving the agent
 // card (ready on the same probe as the real runtime), plus a worker. Both
@@ -69,7 +54,6 @@ func TestBootInNspawn(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	registrationWired := agentRegisters(t)
 	lower := rootfs(t)
 	deb := buildDeb(t)
 	m := newMachine(t, lower)
@@ -92,12 +76,10 @@ func TestBootInNspawn(t *testing.T) {
 	if out, err := m.exec(ctx, "busybox", "wget", "-q", "-O", "-", cp.url+"/healthz"); err != nil {
 		t.Fatalf("container cannot reach the control plane at %s over its veth: %v\n%s", cp.url, err, out)
 	}
-	p := bootstrap.Params{Role: "workspace", Org: "dev", Workspace: "ws-boot", PlatformURL: "http://127.0.0.1:8080", Identity: bootstrap.IdentityEnrollment,
-		UnitsFile: "/etc/molecule-agent/units.yaml"}
-	if registrationWired {
-		cp.enroll(t, m, bootstrap.DefaultEnrollmentTokenFile)
-		p.ControlPlane = cp.url
-	}
+	// The provisioner places the enrollment token; user-data only names it.
+	cp.enroll(t, m, bootstrap.DefaultEnrollmentTokenFile)
+	p := bootstrap.Params{Role: "workspace", Org: "dev", Workspace: "ws-boot", PlatformURL: "http://127.0.0.1:8080",
+		Identity: bootstrap.IdentityEnrollment, ControlPlane: cp.url, UnitsFile: "/etc/molecule-agent/units.yaml"}
 	userData, err := bootstrap.RenderUserData(p)
 	if err != nil {
 		t.Fatal(err)
@@ -112,12 +94,8 @@ func TestBootInNspawn(t *testing.T) {
 		t.Fatalf("user-data failed: %v\n%s\njournal:\n%s", err, out, m.journal(ctx))
 	}
 	t.Logf("bootstrap output:\n%s", out)
-	if registrationWired {
-		t.Logf("BENCH bootstrap_to_registered_ms=%d bootstrap_to_ready_ms=%d",
-			phasesUpTo(t, out, "registered").Milliseconds(), took.Milliseconds())
-	} else {
-		t.Logf("BENCH bootstrap_to_ready_ms=%d (no registration: the agent does not register yet)", took.Milliseconds())
-	}
+	t.Logf("BENCH bootstrap_to_registered_ms=%d bootstrap_to_ready_ms=%d",
+		phasesUpTo(t, out, "registered").Milliseconds(), took.Milliseconds())
 	for _, phase := range []string{"boot params", "boot config", "boot service", "boot agent running", "boot registered", "boot units ready", "MOLECULE AGENT BOOT OK"} {
 		if !strings.Contains(out, phase) {
 			t.Errorf("bootstrap output lacks %q", phase)
@@ -137,13 +115,13 @@ func TestBootInNspawn(t *testing.T) {
 	}
 	m.unitsReady(ctx)
 	pid1 := m.mainPID(ctx)
-	var hostID string
-	if registrationWired {
-		hostID = cp.checkOneHost(t, ctx)
-		if !strings.Contains(out, "host "+hostID) {
-			t.Errorf("bootstrap did not report host %s:\n%s", hostID, out)
-		}
+	hostID := cp.checkOneHost(t, ctx)
+	if !strings.Contains(out, "host "+hostID) {
+		t.Errorf("bootstrap did not report host %s:\n%s", hostID, out)
 	}
+	cp.noTokenIn(t, "bootstrap output", out)
+	cp.noTokenIn(t, "agent.yaml", m.must(ctx, "cat", "/etc/molecule-agent/agent.yaml"))
+	cp.noTokenIn(t, "user-data", userData)
 
 	// Second run on a booted host: changes nothing, succeeds.
 	out = m.must(ctx, "/var/lib/cloud/instance/user-data.txt")
@@ -193,19 +171,17 @@ func TestBootInNspawn(t *testing.T) {
 	}
 	t.Logf("BENCH kill9_to_active_ms=%d (RestartSec=1s included)", time.Since(killed).Milliseconds())
 	m.unitsReady(ctx)
-	if registrationWired {
-		// Same host, registered once: the agent reuses its saved host token.
-		if err := eventually(testenv.Long, func() error {
-			if s, _ := m.exec(ctx, "molecule-agent", "status", "--json"); !strings.Contains(s, hostID) {
-				return errTimeout
-			}
-			return nil
-		}); err != nil {
-			t.Errorf("restarted agent does not report host %s: %v", hostID, err)
+	// Same host, registered once: the agent reuses its saved host token.
+	if err := eventually(testenv.Long, func() error {
+		if s, _ := m.exec(ctx, "molecule-agent", "status", "--json"); !strings.Contains(s, hostID) {
+			return errTimeout
 		}
-		if id := cp.checkOneHost(t, ctx); id != hostID {
-			t.Errorf("host ID changed after kill -9: %s -> %s", hostID, id)
-		}
+		return nil
+	}); err != nil {
+		t.Errorf("restarted agent does not report host %s: %v", hostID, err)
+	}
+	if id := cp.checkOneHost(t, ctx); id != hostID {
+		t.Errorf("host ID changed after kill -9: %s -> %s", hostID, id)
 	}
 
 	// A changed flag rewrites the config and restarts the agent.
@@ -226,10 +202,8 @@ func TestBootInNspawn(t *testing.T) {
 		t.Errorf("agent.yaml lacks the new channel:\n%s", cfg)
 	}
 	m.unitsReady(ctx)
-	if registrationWired {
-		if id := cp.checkOneHost(t, ctx); id != hostID {
-			t.Errorf("host ID changed after a config change: %s -> %s", hostID, id)
-		}
+	if id := cp.checkOneHost(t, ctx); id != hostID {
+		t.Errorf("host ID changed after a config change: %s -> %s", hostID, id)
 	}
 	for _, u := range []string{"runtime", "worker"} {
 		_, _ = m.exec(ctx, "rm", "-f", "/var/lib/boottest/"+u+".stopped")
@@ -276,6 +250,12 @@ func TestBootInNspawn(t *testing.T) {
 		t.Errorf("want one %q line naming unit broken, got:\n%s", bootstrap.FailedPrefix, out)
 	}
 	t.Logf("failing bootstrap output:\n%s", out)
+
+	// No token anywhere a person or a log collector reads.
+	full, _ := m.exec(ctx, "journalctl", "--no-pager", "-o", "cat")
+	cp.noTokenIn(t, "the container's journal", full)
+	st, _ := m.exec(ctx, "molecule-agent", "status", "--json")
+	cp.noTokenIn(t, "agent status", st)
 }
 
 // phasesUpTo sums the durations bootstrap printed for its phases up to and

@@ -117,6 +117,17 @@ func (cp *controlPlane) client(t *testing.T) *api.Client {
 	return c
 }
 
+// noTokenIn fails t if text holds the enrollment or admin token.
+func (cp *controlPlane) noTokenIn(t *testing.T, where, text string) {
+	t.Helper()
+	enroll := strings.TrimSpace(string(mustRead(t, cp.enrollFile)))
+	for name, v := range map[string]string{"enrollment token": enroll, "admin token": cp.adminToken.Reveal()} {
+		if v != "" && strings.Contains(text, v) {
+			t.Errorf("%s holds the %s", where, name)
+		}
+	}
+}
+
 // checkOneHost asserts the control plane knows exactly one host, the
 // container, registered once: a restarted agent reuses its host ID.
 func (cp *controlPlane) checkOneHost(t *testing.T, ctx context.Context) string {
