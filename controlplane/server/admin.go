@@ -108,7 +108,12 @@ func (s *Server) apiHost(h store.Host) api.Host {
 	report := []byte(h.Report)
 	if st := s.hosts.get(h.ID); st != nil {
 		st.mu.Lock()
-		out.Status, out.LastSeen = st.status, st.lastSeen.UTC()
+		if s.shared == nil { // shared: the stored status is the truth
+			out.Status = st.status
+		}
+		if st.lastSeen.After(out.LastSeen) {
+			out.LastSeen = st.lastSeen.UTC()
+		}
 		if st.report != nil {
 			report, out.TunnelID, out.AgentVersion = st.report, st.tunnelID, st.version
 		}

@@ -13,14 +13,29 @@ import (
 // handleHeartbeat touches only memory: the store sees the host at the next
 // flush, and only what changed.
 func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
+	now := s.cfg.Now()
+	if ok, wait := s.shed.allow(now); !ok {
+		s.lm.shed.Inc()
+		writeRetryAfter(w, wait, "control plane over its request budget")
+		return
+	}
 	h := s.hosts.get(r.PathValue("id"))
+	if h == nil {
+		h = s.loadShared(r.Context(), r.PathValue("id")) // registered at another replica
+	}
 	if h == nil {
 		writeError(w, http.StatusUnauthorized, "unknown host: register again", "")
 		return
 	}
-	now := s.cfg.Now()
 	h.mu.Lock()
 	okToken := attest.TokenMatches(h.tokenHash, bearer(r))
+	h.mu.Unlock()
+	if !okToken && s.reloadShared(r.Context(), h, now) { // registered again at another replica
+		h.mu.Lock()
+		okToken = attest.TokenMatches(h.tokenHash, bearer(r))
+		h.mu.Unlock()
+	}
+	h.mu.Lock()
 	status := h.status
 	allowed, wait := true, time.Duration(0)
 	if okToken && status != store.StatusRemoved {
@@ -72,8 +87,11 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	var ev *store.Event
 	if h.status != store.StatusOnline {
-		h.status, h.dirtyStatus = store.StatusOnline, true
-		ev = &store.Event{HostID: h.id, Type: "online", Detail: "heartbeat after silence", At: now}
+		h.status = store.StatusOnline
+		if s.shared == nil { // shared storage records the return at the flush
+			h.dirtyStatus = true
+			ev = &store.Event{HostID: h.id, Type: "online", Detail: "heartbeat after silence", At: now}
+		}
 	}
 	if !same && sum != h.reportHash {
 		h.reportHash, h.report, h.version = sum, b, req.AgentVersion

@@ -27,6 +27,7 @@ type hostState struct {
 	version     string
 	tokens      float64
 	refilled    time.Time
+	reloaded    time.Time // last reload from shared storage
 }
 
 func newHostState(h store.Host) *hostState {
@@ -73,6 +74,25 @@ func (t *table) put(h *hostState) {
 	t.mu.Unlock()
 }
 
+// putIfAbsent stores h unless the table has the host; it returns the
+// table's state of the host.
+func (t *table) putIfAbsent(h *hostState) *hostState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if cur := t.byID[h.id]; cur != nil {
+		return cur
+	}
+	t.byID[h.id] = h
+	t.byKey[h.instanceKey] = h
+	return h
+}
+
+func (t *table) len() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return len(t.byID)
+}
+
 func (t *table) get(id string) *hostState {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
@@ -97,22 +117,43 @@ func (t *table) all() []*hostState {
 
 // sweep marks silent online hosts offline. A host's silence is counted from
 // its last heartbeat or from the server's start, whichever is later, so a
-// restarted control plane declares nobody offline for one full window.
+// restarted control plane declares nobody offline for one full window. When
+// more than the mass-silence share of online hosts are silent at once, the
+// control plane assumes the fault is its own (its network, its clock, its
+// load balancer) and marks nobody offline until they are heard again.
+// With shared liveness (several replicas on PostgreSQL) the sweeper lock
+// holder judges from the database instead: see sweepShared.
 func (s *Server) sweep(now time.Time) {
-	after := s.offlineAfter()
-	var evs []store.Event
+	if s.shared != nil {
+		return
+	}
+	after, suspect := s.offlineAfter(), s.suspectAfter()
+	var overdue []*hostState
+	online, silent := 0, 0
 	for _, h := range s.hosts.all() {
 		h.mu.Lock()
 		if h.status == store.StatusOnline {
-			last := h.lastSeen
-			if last.Before(s.started) {
-				last = s.started
+			online++
+			quiet := now.Sub(later(h.lastSeen, s.started))
+			if quiet > suspect {
+				silent++
 			}
-			if now.Sub(last) > after {
-				h.status, h.dirtyStatus = store.StatusOffline, true
-				evs = append(evs, store.Event{HostID: h.id, Type: "offline", Detail: "silent since " + h.lastSeen.UTC().Format(time.RFC3339), At: now})
-				s.log.Info("host offline", "host", h.id, "last_seen", h.lastSeen)
+			if quiet > after {
+				overdue = append(overdue, h)
 			}
+		}
+		h.mu.Unlock()
+	}
+	if s.massSilence(online, silent) || len(overdue) == 0 {
+		return
+	}
+	var evs []store.Event
+	for _, h := range overdue {
+		h.mu.Lock()
+		if h.status == store.StatusOnline && now.Sub(later(h.lastSeen, s.started)) > after {
+			h.status, h.dirtyStatus = store.StatusOffline, true
+			evs = append(evs, store.Event{HostID: h.id, Type: "offline", Detail: "silent since " + h.lastSeen.UTC().Format(time.RFC3339), At: now})
+			s.log.Info("host offline", "host", h.id, "last_seen", h.lastSeen)
 		}
 		h.mu.Unlock()
 	}
@@ -120,6 +161,13 @@ func (s *Server) sweep(now time.Time) {
 		s.m.offline.Add(float64(len(evs)))
 		s.addEvents(evs...)
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 type inflight struct {
@@ -135,10 +183,10 @@ func (s *Server) flush(ctx context.Context) error {
 	var fl []inflight
 	for _, h := range s.hosts.all() {
 		h.mu.Lock()
-		if h.lastSeen.After(h.flushedSeen) || h.dirtyStatus || h.report != nil {
+		if h.lastSeen.After(h.flushedSeen) || (h.dirtyStatus && s.shared == nil) || h.report != nil {
 			u := store.LiveUpdate{HostID: h.id, LastSeen: h.lastSeen}
 			f := inflight{h: h}
-			if h.dirtyStatus {
+			if h.dirtyStatus && s.shared == nil {
 				u.Status, f.status = h.status, h.status
 			}
 			if h.report != nil {
@@ -157,7 +205,15 @@ func (s *Server) flush(ctx context.Context) error {
 		return nil
 	}
 	start := time.Now()
-	err := s.store.Flush(ctx, ups, evs)
+	var (
+		err     error
+		removed []string
+	)
+	if s.shared != nil {
+		removed, err = s.shared.FlushShared(ctx, ups, evs)
+	} else {
+		err = s.store.Flush(ctx, ups, evs)
+	}
 	s.m.flushDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.m.flushErrors.Inc()
@@ -182,5 +238,6 @@ func (s *Server) flush(ctx context.Context) error {
 		}
 		h.mu.Unlock()
 	}
+	s.forgetRemoved(removed)
 	return nil
 }

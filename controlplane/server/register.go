@@ -22,6 +22,11 @@ type identity struct {
 }
 
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
+	if ok, wait := s.shed.allow(s.cfg.Now()); !ok {
+		s.lm.shed.Inc()
+		writeRetryAfter(w, wait, "control plane over its request budget")
+		return
+	}
 	b, rerr := readBody(w, r)
 	if rerr == nil {
 		var req api.RegisterRequest

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,6 +47,20 @@ type Config struct {
 	// (defaults 1/s, burst 5).
 	HostRate  float64
 	HostBurst float64
+	// ShedFactor sets the global budget for agent requests: ShedFactor ×
+	// hosts ÷ Interval per second (at least 200/s); above it requests get
+	// 429 with a Retry-After spread over one interval. Default 1.5;
+	// negative disables shedding.
+	ShedFactor float64
+	// MassSilenceShare: when more than this share of online hosts are
+	// silent at once (and at least MassSilenceMin of them), nobody is
+	// marked offline. Default 0.5; 1 or more disables the guard.
+	MassSilenceShare float64
+	MassSilenceMin   int
+	// Unshared keeps liveness in this process even on PostgreSQL (one
+	// replica only). By default a PostgreSQL store is shared: replicas
+	// flush heartbeats into it and the sweeper-lock holder judges.
+	Unshared bool
 	// Now is the server's clock (default time.Now).
 	Now func() time.Time
 }
@@ -68,6 +83,12 @@ type Server struct {
 
 	evMu    sync.Mutex
 	pending []store.Event
+
+	shared store.Shared // nil: liveness judged in memory
+	shed   *shedder
+	lm     *liveMetrics
+	leader atomic.Bool
+	inMass atomic.Bool
 
 	regMu [64]sync.Mutex
 }
@@ -103,6 +124,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.HostBurst < 1 {
 		cfg.HostBurst = 5
 	}
+	if cfg.ShedFactor == 0 {
+		cfg.ShedFactor = 1.5
+	}
+	if cfg.MassSilenceShare <= 0 {
+		cfg.MassSilenceShare = 0.5
+	}
+	if cfg.MassSilenceMin <= 0 {
+		cfg.MassSilenceMin = 10
+	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, store: cfg.Store, adminH: sha(cfg.AdminToken.Reveal()),
 		started: cfg.Now(), hosts: newTable(), channels: map[string]store.Channel{}, replies: map[string][]byte{},
@@ -121,10 +151,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	for _, c := range chans {
 		s.channels[c.Name] = c
 	}
+	if !cfg.Unshared {
+		s.shared = store.SharedOf(cfg.Store)
+	}
+	s.shed = newShedder(cfg.ShedFactor, cfg.Interval, s.hosts.len)
 	s.m = newMetrics(cfg.Registry, s)
+	s.lm = newLiveMetrics(cfg.Registry)
 	s.routes()
 	s.log.Info("control plane state loaded", "hosts", len(hosts), "channels", len(chans),
-		"interval", cfg.Interval, "offline_after", s.offlineAfter(), "flush_window", cfg.FlushWindow)
+		"interval", cfg.Interval, "offline_after", s.offlineAfter(), "flush_window", cfg.FlushWindow,
+		"shared_liveness", s.shared != nil)
 	return s, nil
 }
 
@@ -143,7 +179,7 @@ func (s *Server) routes() {
 	mux.HandleFunc("POST "+api.PathRegister, s.instrument("register", s.handleRegister))
 	mux.HandleFunc("POST /v1/hosts/{id}/heartbeat", s.instrument("heartbeat", s.handleHeartbeat))
 	mux.HandleFunc("GET "+api.PathHealthz, s.instrument("healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "sweeper": s.Leader(), "mass_silence": s.inMass.Load()})
 	}))
 	mux.Handle("GET "+api.PathMetrics, promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
 	admin := func(route string, h http.HandlerFunc) http.HandlerFunc { return s.instrument(route, s.requireAdmin(h)) }
@@ -167,6 +203,9 @@ func (s *Server) Run(ctx context.Context) error {
 	defer sweep.Stop()
 	flush := time.NewTicker(s.cfg.FlushWindow)
 	defer flush.Stop()
+	if s.shared != nil {
+		defer s.shared.Resign()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -178,11 +217,18 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 			return nil
 		case <-sweep.C:
-			s.sweep(s.cfg.Now())
+			if s.shared != nil {
+				s.sweepShared(ctx, s.cfg.Now())
+			} else {
+				s.sweep(s.cfg.Now())
+			}
 		case <-flush.C:
 			s.sweep(s.cfg.Now())
 			if err := s.flush(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("flush live state failed; retrying next window", "err", err)
+			}
+			if s.shared != nil {
+				s.refreshChannels(ctx)
 			}
 		}
 	}

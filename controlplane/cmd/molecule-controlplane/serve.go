@@ -27,6 +27,8 @@ type serveOpts struct {
 	attestWindow                         time.Duration
 	interval, grace, flushWindow         time.Duration
 	hostRate, hostBurst                  float64
+	shedFactor, massShare                float64
+	massMin                              int
 }
 
 func (o *serveOpts) flags(cmd *cobra.Command, defaultDB string) {
@@ -41,6 +43,9 @@ func (o *serveOpts) flags(cmd *cobra.Command, defaultDB string) {
 	f.DurationVar(&o.flushWindow, "flush-window", 5*time.Second, "how often live state is written to the database (at most 5s)")
 	f.Float64Var(&o.hostRate, "host-rate", 1, "requests per second allowed per host")
 	f.Float64Var(&o.hostBurst, "host-burst", 5, "burst of requests allowed per host")
+	f.Float64Var(&o.shedFactor, "shed-factor", 1.5, "agent requests per second allowed above which the server answers 429 + Retry-After, as a multiple of hosts/interval (at least 200/s); negative disables")
+	f.Float64Var(&o.massShare, "mass-silence-share", 0.5, "when more than this share of online hosts are silent at once, mark nobody offline (1 disables)")
+	f.IntVar(&o.massMin, "mass-silence-min", 10, "fewest silent hosts that can be a mass silence")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 }
 
@@ -98,6 +103,7 @@ func serve(ctx context.Context, o serveOpts, admin secret.Secret, ready func(url
 	srv, err := server.New(ctx, server.Config{
 		Store: st, Verifier: verifier, AdminToken: admin, Logger: log, Registry: reg,
 		Interval: o.interval, Grace: o.grace, FlushWindow: o.flushWindow, HostRate: o.hostRate, HostBurst: o.hostBurst,
+		ShedFactor: o.shedFactor, MassSilenceShare: o.massShare, MassSilenceMin: o.massMin,
 	})
 	if err != nil {
 		return err
