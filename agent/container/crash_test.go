@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,12 +56,17 @@ func runHelper() int {
 	return 0
 }
 
-// killAgentAt runs the helper agent and SIGKILLs it once it reaches step.
-func (r *rig) killAgentAt(step, from, to string) {
+// killAgentAt runs the helper agent and SIGKILLs it once it reaches step,
+// or, if reached is not nil, once reached is closed.
+func (r *rig) killAgentAt(step, from, to string, reached <-chan struct{}) {
 	r.t.Helper()
+	crashAt := step
+	if reached != nil {
+		crashAt = "" // the helper runs on; the test kills it mid-pull
+	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"=1", "HELPER_AGENT="+r.agent, "HELPER_STATE="+r.state,
-		"HELPER_PORT="+strconv.Itoa(r.port), "HELPER_FROM="+from, "HELPER_TO="+to, "HELPER_CRASH_AT="+step)
+		"HELPER_PORT="+strconv.Itoa(r.port), "HELPER_FROM="+from, "HELPER_TO="+to, "HELPER_CRASH_AT="+crashAt)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -82,15 +88,17 @@ func (r *rig) killAgentAt(step, from, to string) {
 	}()
 	timeout := time.NewTimer(testenv.Long)
 	defer timeout.Stop()
-	reached := false
-	for !reached {
+	at := false
+	for !at {
 		select {
+		case <-reached: // nil unless the test waits on the registry
+			at = true
 		case l, ok := <-lines:
 			if !ok {
 				_ = cmd.Wait()
 				r.t.Fatalf("helper agent ended before step %s; stderr:\n%s", step, stderr.String())
 			}
-			reached = l == "AT "+step
+			at = l == "AT "+step
 		case <-timeout.C:
 			_ = cmd.Process.Kill()
 			for range lines {
@@ -126,7 +134,15 @@ func TestCrashDuringUpdateRecoversToOneVersion(t *testing.T) {
 			r.waitBody("/version", "v1")
 			first.Detach()
 
-			r.killAgentAt(tt.step, r.apps.V1, r.apps.V2)
+			var reached <-chan struct{}
+			release := func() {}
+			if tt.step == stepPulling {
+				// Kill the agent while Docker is fetching v2's manifest.
+				_, digest, _ := strings.Cut(r.apps.V2, "@")
+				reached, release = r.reg.Hold(t, "/manifests/"+digest)
+			}
+			r.killAgentAt(tt.step, r.apps.V1, r.apps.V2, reached)
+			release()
 			st, err := loadState(r.driver(r.apps.V1).statePath)
 			if err != nil || st.Pending == nil || st.Pending.Step != tt.step {
 				t.Fatalf("journal after the kill = %+v, %v; want a pending update at %s", st.Pending, err, tt.step)

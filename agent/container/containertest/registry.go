@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -24,6 +25,16 @@ type Registry struct {
 	srv  *httptest.Server
 	user string
 	pass string
+
+	mu    sync.Mutex
+	holds []*hold
+}
+
+type hold struct {
+	substr  string
+	reached chan struct{}
+	once    sync.Once
+	release chan struct{}
 }
 
 // RegistryOption configures NewRegistry.
@@ -46,6 +57,7 @@ func NewRegistry(t testing.TB, opts ...RegistryOption) *Registry {
 	if r.user != "" {
 		h = r.basicAuth(h)
 	}
+	h = r.holding(h)
 	r.srv = httptest.NewServer(h) // listens on 127.0.0.1:0
 	t.Cleanup(r.srv.Close)
 	r.Host = strings.TrimPrefix(r.srv.URL, "http://")
@@ -60,6 +72,39 @@ func (r *Registry) basicAuth(next http.Handler) http.Handler {
 			w.Header().Set("WWW-Authenticate", `Basic realm="containertest"`)
 			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
 			return
+		}
+		next.ServeHTTP(w, req)
+	})
+}
+
+// Hold makes requests whose path contains substr wait until release is
+// called (or the test ends); reached is closed when the first one arrives.
+// It lets a test act while a client is in the middle of a pull.
+func (r *Registry) Hold(t testing.TB, substr string) (reached <-chan struct{}, release func()) {
+	h := &hold{substr: substr, reached: make(chan struct{}), release: make(chan struct{})}
+	var once sync.Once
+	rel := func() { once.Do(func() { close(h.release) }) }
+	t.Cleanup(rel)
+	r.mu.Lock()
+	r.holds = append(r.holds, h)
+	r.mu.Unlock()
+	return h.reached, rel
+}
+
+func (r *Registry) holding(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.mu.Lock()
+		holds := append([]*hold(nil), r.holds...)
+		r.mu.Unlock()
+		for _, h := range holds {
+			if strings.Contains(req.URL.Path, h.substr) {
+				h.once.Do(func() { close(h.reached) })
+				select {
+				case <-h.release:
+				case <-req.Context().Done():
+					return
+				}
+			}
 		}
 		next.ServeHTTP(w, req)
 	})
