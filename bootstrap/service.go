@@ -116,9 +116,13 @@ func lastLogLine(ctx context.Context) string {
 	if err != nil {
 		return "no journal"
 	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	// The agent's own fatal error first ("molecule-agent: ..."), else its
-	// last line that is not systemd's.
+	return pickLogLine(strings.Split(strings.TrimSpace(string(out)), "\n"))
+}
+
+// pickLogLine chooses the line that says why the agent stopped: its own
+// fatal error ("molecule-agent: ..."), else its last line that is not
+// systemd's own.
+func pickLogLine(lines []string) string {
 	for _, own := range []bool{true, false} {
 		for i := len(lines) - 1; i >= 0; i-- {
 			l := strings.TrimSpace(lines[i])

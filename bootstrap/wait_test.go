@@ -138,3 +138,31 @@ func TestWaitNoAgent(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+func TestPickLogLine(t *testing.T) {
+	tests := []struct {
+		name  string
+		lines []string
+		want  string
+	}{
+		{"agent's fatal error wins", []string{
+			`{"level":"INFO","msg":"agent starting"}`,
+			"molecule-agent: workspace.id and workspace.platform_url are required",
+			"molecule-agent.service: Main process exited, code=exited, status=1/FAILURE",
+			"Failed to start molecule-agent.service - molecule host agent.",
+		}, "molecule-agent: workspace.id and workspace.platform_url are required"},
+		{"else the last line not from systemd", []string{
+			`{"level":"ERROR","msg":"status socket: address in use"}`,
+			"molecule-agent.service: Failed with result 'exit-code'.",
+		}, `{"level":"ERROR","msg":"status socket: address in use"}`},
+		{"nothing", []string{"", "molecule-agent.service: Scheduled restart job"}, "no log"},
+		{"long line cut", []string{"molecule-agent: " + strings.Repeat("x", 400)}, "molecule-agent: " + strings.Repeat("x", 284) + "…"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := pickLogLine(tt.lines); got != tt.want {
+				t.Errorf("pickLogLine = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
