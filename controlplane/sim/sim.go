@@ -1,31 +1,26 @@
 // Package sim is a fleet simulator: N simulated agents register with a
 // control plane by enrollment over real HTTP and heartbeat with realistic
-// bodies and jitter. It measures heartbeats per second, latency and the
-// control plane's store transactions per flush window (scraped from
-// /metrics).
+// bodies, jitter and agent/fleet's backoff (honouring Retry-After). It
+// measures heartbeats per second, latency, the control plane's store
+// transactions per flush window (scraped from /metrics), the detection
+// latency of hosts that go silent, and the request peak around a control
+// plane outage.
 package sim
 
 import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/hashicorp/go-cleanhttp"
 
 	"github.com/molecule-ai/molecule-agent/agent/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
@@ -39,8 +34,15 @@ type Config struct {
 	// Interval is the steady-state heartbeat interval; 0 takes the
 	// control plane's.
 	Interval time.Duration
+	// MinBackoff and MaxBackoff bound agents' retry delay (see FleetConfig).
+	MinBackoff, MaxBackoff time.Duration
 	// Duration of the steady phase.
 	Duration time.Duration
+	// Kill silences that many hosts one interval into the steady phase and
+	// measures how long the control plane takes to mark them offline (the
+	// steady phase lasts until they are all detected, at most 10 intervals
+	// after the kill).
+	Kill int
 	// SaturateFor, when positive, adds a phase where Concurrency workers
 	// send heartbeats for the simulated hosts back to back, to find the
 	// control plane's capacity.
@@ -51,12 +53,7 @@ type Config struct {
 
 // Phase is what one phase measured.
 type Phase struct {
-	Heartbeats  int64
-	Errors      int64
-	RateLimited int64
-	Seconds     float64
-	PerSecond   float64
-	P50, P99    time.Duration
+	Window
 	// WriteTx is the control plane's store write transactions during the
 	// phase, Windows the flush windows it spanned.
 	WriteTx         float64
@@ -74,117 +71,88 @@ type Result struct {
 	RegisterErrors int
 	Interval       time.Duration
 	Steady         Phase
-	Saturated      *Phase
-}
-
-type host struct {
-	reg api.Registration
+	// Detection is set when hosts were killed; WrongOffline counts offline
+	// events for hosts that were not.
+	Detection    *Detection
+	WrongOffline int
+	Saturated    *Phase
 }
 
 // Run registers cfg.Hosts simulated agents and runs the phases.
 func Run(ctx context.Context, cfg Config) (Result, error) {
-	if cfg.Hosts <= 0 {
-		return Result{}, errors.New("--hosts must be positive")
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	tr := cleanhttp.DefaultPooledTransport()
-	tr.MaxIdleConnsPerHost = cfg.Hosts + cfg.Concurrency
-	tr.MaxIdleConns = tr.MaxIdleConnsPerHost
-	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	defer tr.CloseIdleConnections()
-	admin, err := api.New(api.Options{BaseURL: cfg.URL, AdminToken: cfg.AdminToken, HTTPClient: hc})
-	if err != nil {
-		return Result{}, err
-	}
-	agent, err := api.New(api.Options{BaseURL: cfg.URL, HTTPClient: hc, RetryMax: -1})
-	if err != nil {
-		return Result{}, err
-	}
-	tok, err := admin.CreateEnrollmentToken(ctx, api.EnrollmentTokenRequest{Org: "sim", Role: api.RoleWorkspace, Channel: "stable"})
-	if err != nil {
-		return Result{}, fmt.Errorf("create enrollment token (is --admin-token right?): %w", err)
-	}
-	run := make([]byte, 4)
-	_, _ = rand.Read(run)
 	res := Result{Hosts: cfg.Hosts}
-	hosts, lat, regErrs := register(ctx, agent, secret.New(tok.Token), hex.EncodeToString(run), cfg.Hosts)
-	res.Registered, res.RegisterErrors = len(hosts), regErrs
-	res.RegisterP50, res.RegisterP99 = pct(lat, 50), pct(lat, 99)
-	if len(hosts) == 0 {
-		return res, errors.New("no simulated host could register")
-	}
-	res.Interval = cfg.Interval
-	if res.Interval <= 0 {
-		res.Interval = hosts[0].reg.Interval
-	}
-	cfg.Logger.Info("registered", "hosts", len(hosts), "errors", regErrs, "interval", res.Interval)
-	res.Steady, err = measure(ctx, hc, cfg.URL, func(ctx context.Context) *stats {
-		return steady(ctx, agent, hosts, res.Interval, cfg.Duration)
-	})
+	f, err := Enroll(ctx, FleetConfig{URL: cfg.URL, AdminToken: cfg.AdminToken, Hosts: cfg.Hosts, Interval: cfg.Interval,
+		MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Logger: cfg.Logger})
 	if err != nil {
 		return res, err
 	}
-	if cfg.SaturateFor > 0 {
-		p, err := measure(ctx, hc, cfg.URL, func(ctx context.Context) *stats {
-			return saturate(ctx, hc, cfg.URL, hosts, max(1, cfg.Concurrency), cfg.SaturateFor)
-		})
+	defer f.Close()
+	res.Registered, res.RegisterErrors, res.Interval = f.Hosts(), f.RegisterErrors, f.Interval()
+	res.RegisterP50, res.RegisterP99 = pct(f.RegisterLatency, 50), pct(f.RegisterLatency, 99)
+	before, err := f.Scrape(ctx)
+	if err != nil {
+		return res, err
+	}
+	start := time.Now()
+	f.Start(ctx)
+	var killed []Silenced
+	if cfg.Kill > 0 {
+		sleep(ctx, f.Interval())
+		killed = f.Kill(cfg.Kill)
+		d, err := f.Detect(ctx, killed, 10*f.Interval())
 		if err != nil {
 			return res, err
 		}
+		res.Detection = &d
+	}
+	sleep(ctx, time.Until(start.Add(cfg.Duration)))
+	end := time.Now()
+	f.Stop()
+	after, err := f.Scrape(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.Steady = PhaseOf(f.Window(start, end), before, after)
+	if res.WrongOffline, err = f.OfflineSince(ctx, start, killed); err != nil {
+		return res, err
+	}
+	if cfg.SaturateFor > 0 {
+		before, err := f.Scrape(ctx)
+		if err != nil {
+			return res, err
+		}
+		st := saturate(ctx, f.hc, cfg.URL, f.hosts, max(1, cfg.Concurrency), cfg.SaturateFor)
+		after, err := f.Scrape(ctx)
+		if err != nil {
+			return res, err
+		}
+		w := Window{Seconds: st.secs, Heartbeats: int64(len(st.lat)), RateLimited: st.limit.Load(), Errors: st.errs.Load(),
+			P50: pct(st.lat, 50), P99: pct(st.lat, 99)}
+		w.Requests = w.Heartbeats + w.RateLimited
+		if st.secs > 0 {
+			w.PerSecond = float64(w.Heartbeats) / st.secs
+		}
+		p := PhaseOf(w, before, after)
 		res.Saturated = &p
 	}
 	return res, nil
 }
 
-func register(ctx context.Context, c *api.Client, tok secret.Secret, run string, n int) ([]*host, []time.Duration, int) {
-	var (
-		mu    sync.Mutex
-		hosts []*host
-		lat   []time.Duration
-		errs  int
-		wg    sync.WaitGroup
-		sem   = make(chan struct{}, 32)
-	)
-	for i := range n {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			start := time.Now()
-			reg, err := c.Register(ctx, api.Proof{EnrollmentToken: tok, MachineID: fmt.Sprintf("sim-%s-%d", run, i)}, secret.Secret{},
-				api.RegisterRequest{AgentVersion: "sim", BootID: fmt.Sprintf("boot-%s-%d", run, i), Hostname: fmt.Sprintf("sim-%d", i)})
-			d := time.Since(start)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs++
-				return
-			}
-			hosts = append(hosts, &host{reg: reg})
-			lat = append(lat, d)
-		}()
+// PhaseOf combines what the fleet saw with the control plane's metrics
+// scraped before and after.
+func PhaseOf(w Window, before, after map[string]float64) Phase {
+	const tx = "molecule_cp_store_write_transactions_total"
+	p := Phase{Window: w, WriteTx: after[tx] - before[tx], FlushWindowSecs: after["molecule_cp_flush_window_seconds"]}
+	if p.FlushWindowSecs > 0 {
+		p.Windows = w.Seconds / p.FlushWindowSecs
+		p.TxPerWindow = p.WriteTx / p.Windows
 	}
-	wg.Wait()
-	return hosts, lat, errs
+	return p
 }
 
-// body is a realistic heartbeat of a workspace host.
-func body(i int) api.HeartbeatRequest {
-	since := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
-	return api.HeartbeatRequest{
-		AgentVersion: "sim", BootID: "boot-" + strconv.Itoa(i), AppliedRevision: 1,
-		Units: []api.UnitStatus{
-			{Name: "runtime", State: api.UnitReady, Restarts: 0, Since: since},
-			{Name: "cloudflared", State: api.UnitReady, Restarts: 1, Since: since},
-			{Name: "platform", State: api.UnitReady, Image: "ghcr.io/molecule-ai/platform-tenant",
-				ImageDigest: "sha256:4f6c1a3ec0e4b5d1d9c5b2f7f2b0a8c7e6d5c4b3a2918f7e6d5c4b3a29181716", Since: since},
-		},
-		Tunnel: &api.TunnelStatus{ID: fmt.Sprintf("6ff42ae2-765d-4adf-8112-%012d", i), ReadyConnections: 4},
-		Boot:   []api.BootStep{{Step: "config", At: since}, {Step: "secrets", At: since.Add(time.Second)}, {Step: "units", At: since.Add(2 * time.Second)}},
-	}
+// Scrape reads the control plane's /metrics.
+func (f *Fleet) Scrape(ctx context.Context) (map[string]float64, error) {
+	return scrape(ctx, f.hc, f.cfg.URL)
 }
 
 type stats struct {
@@ -198,54 +166,6 @@ func (s *stats) add(lat []time.Duration) {
 	s.mu.Lock()
 	s.lat = append(s.lat, lat...)
 	s.mu.Unlock()
-}
-
-func (s *stats) record(err error, d time.Duration, lat *[]time.Duration) {
-	switch {
-	case err == nil:
-		*lat = append(*lat, d)
-	case errors.Is(err, api.ErrRateLimited):
-		s.limit.Add(1)
-	default:
-		s.errs.Add(1)
-	}
-}
-
-// steady runs each host's heartbeat loop at interval with ±10% jitter and
-// a staggered first beat, as agents do.
-func steady(ctx context.Context, c *api.Client, hosts []*host, interval, d time.Duration) *stats {
-	st := &stats{}
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	start := time.Now()
-	var wg sync.WaitGroup
-	for i, h := range hosts {
-		wg.Go(func() {
-			var lat []time.Duration
-			defer func() { st.add(lat) }()
-			req := body(i)
-			wait := mrand.N(interval)
-			for {
-				t := time.NewTimer(wait)
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return
-				case <-t.C:
-				}
-				s := time.Now()
-				_, err := c.Heartbeat(ctx, h.reg.HostID, h.reg.HostToken, req)
-				if ctx.Err() != nil {
-					return
-				}
-				st.record(err, time.Since(s), &lat)
-				wait = interval - interval/10 + mrand.N(interval/5+1)
-			}
-		})
-	}
-	wg.Wait()
-	st.secs = time.Since(start).Seconds()
-	return st
 }
 
 // saturate sends heartbeats back to back from workers, each cycling over
@@ -310,33 +230,6 @@ func saturate(ctx context.Context, hc *http.Client, url string, hosts []*host, w
 	return st
 }
 
-// measure runs a phase between two scrapes of the control plane's metrics.
-func measure(ctx context.Context, hc *http.Client, url string, phase func(context.Context) *stats) (Phase, error) {
-	before, err := scrape(ctx, hc, url)
-	if err != nil {
-		return Phase{}, err
-	}
-	st := phase(ctx)
-	after, err := scrape(ctx, hc, url)
-	if err != nil {
-		return Phase{}, err
-	}
-	p := Phase{
-		Heartbeats: int64(len(st.lat)), Errors: st.errs.Load(), RateLimited: st.limit.Load(), Seconds: st.secs,
-		P50: pct(st.lat, 50), P99: pct(st.lat, 99),
-		WriteTx:         after["molecule_cp_store_write_transactions_total"] - before["molecule_cp_store_write_transactions_total"],
-		FlushWindowSecs: after["molecule_cp_flush_window_seconds"],
-	}
-	if st.secs > 0 {
-		p.PerSecond = float64(p.Heartbeats) / st.secs
-	}
-	if p.FlushWindowSecs > 0 {
-		p.Windows = st.secs / p.FlushWindowSecs
-		p.TxPerWindow = p.WriteTx / p.Windows
-	}
-	return p, nil
-}
-
 func scrape(ctx context.Context, hc *http.Client, url string) (map[string]float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(url, "/")+api.PathMetrics, nil)
 	if err != nil {
@@ -361,26 +254,20 @@ func scrape(ctx context.Context, hc *http.Client, url string) (map[string]float6
 	return out, sc.Err()
 }
 
-func pct(d []time.Duration, p int) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := (len(s)*p + 99) / 100
-	return s[min(max(i-1, 0), len(s)-1)]
-}
-
 // Report writes r in a human-readable form.
 func (r Result) Report(w io.Writer) {
 	fmt.Fprintf(w, "hosts: %d registered (%d errors), register latency p50 %s p99 %s\n", r.Registered, r.RegisterErrors, r.RegisterP50, r.RegisterP99)
 	phase := func(name string, p Phase) {
 		fmt.Fprintf(w, "%s: %d heartbeats in %.1fs = %.0f/s, latency p50 %s p99 %s, errors %d, 429s %d\n",
 			name, p.Heartbeats, p.Seconds, p.PerSecond, p.P50, p.P99, p.Errors, p.RateLimited)
-		fmt.Fprintf(w, "%s: store write transactions %.0f over %.1f flush windows of %.0fs = %.2f per window\n",
-			name, p.WriteTx, p.Windows, p.FlushWindowSecs, p.TxPerWindow)
+		fmt.Fprintf(w, "%s: store write transactions %.0f over %.1f flush windows of %.0fs = %.2f per window (%.2f/s)\n",
+			name, p.WriteTx, p.Windows, p.FlushWindowSecs, p.TxPerWindow, p.WriteTx/max(p.Seconds, 1e-9))
 	}
 	phase(fmt.Sprintf("steady (interval %s)", r.Interval), r.Steady)
+	if d := r.Detection; d != nil {
+		fmt.Fprintf(w, "killed %d hosts: %d detected offline, detection latency p50 %s p99 %s max %s; %d other hosts wrongly offline\n",
+			d.Killed, d.Detected, d.P50.Round(time.Millisecond), d.P99.Round(time.Millisecond), d.Max.Round(time.Millisecond), r.WrongOffline)
+	}
 	if r.Saturated != nil {
 		phase("saturated", *r.Saturated)
 	}

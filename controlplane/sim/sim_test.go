@@ -27,6 +27,7 @@ func TestRunAgainstRealServer(t *testing.T) {
 	}
 	defer func() { _ = st.Close() }()
 	srv, err := server.New(ctx, server.Config{Store: st, AdminToken: secret.New("adm"), Interval: 200 * time.Millisecond,
+		Grace:       100 * time.Millisecond,
 		FlushWindow: 200 * time.Millisecond, HostRate: 1000, HostBurst: 1000})
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +36,7 @@ func TestRunAgainstRealServer(t *testing.T) {
 	go func() { runDone <- srv.Run(ctx) }()
 	hs := httptest.NewServer(srv.Handler())
 	defer hs.Close()
-	res, err := Run(ctx, Config{URL: hs.URL, AdminToken: secret.New("adm"), Hosts: 20, Duration: time.Second,
+	res, err := Run(ctx, Config{URL: hs.URL, AdminToken: secret.New("adm"), Hosts: 20, Duration: time.Second, Kill: 3,
 		SaturateFor: 300 * time.Millisecond, Concurrency: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -45,6 +46,12 @@ func TestRunAgainstRealServer(t *testing.T) {
 	}
 	if res.Interval != 200*time.Millisecond {
 		t.Errorf("interval = %s, want the server's 200ms", res.Interval)
+	}
+	if d := res.Detection; d == nil || d.Killed != 3 || d.Detected != 3 || d.P50 <= 0 || d.P99 < d.P50 {
+		t.Errorf("detection = %+v, want 3 of 3 killed hosts detected with p50 <= p99", d)
+	}
+	if res.WrongOffline != 0 {
+		t.Errorf("%d live hosts marked offline, want 0", res.WrongOffline)
 	}
 	for name, p := range map[string]Phase{"steady": res.Steady, "saturated": *res.Saturated} {
 		if p.Heartbeats == 0 || p.Errors != 0 || p.P99 < p.P50 {
@@ -56,7 +63,7 @@ func TestRunAgainstRealServer(t *testing.T) {
 	}
 	var out bytes.Buffer
 	res.Report(&out)
-	if !strings.Contains(out.String(), "per window") {
+	if !strings.Contains(out.String(), "per window") || !strings.Contains(out.String(), "detection latency") {
 		t.Errorf("report lacks the transactions line:\n%s", out.String())
 	}
 	cancel()
@@ -75,5 +82,44 @@ func TestPct(t *testing.T) {
 	}
 	if got := pct(nil, 50); got != 0 {
 		t.Errorf("p50 of nothing = %d, want 0", got)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	tests := []struct {
+		name             string
+		failures         int
+		retryAfter       time.Duration
+		wantMin, wantMax time.Duration
+	}{
+		{"first failure", 1, 0, 50 * time.Millisecond, 200 * time.Millisecond},
+		{"capped at the maximum", 20, 0, 50 * time.Millisecond, time.Second},
+		{"never before Retry-After", 1, 3 * time.Second, 3 * time.Second, 3 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for range 200 {
+				got := backoff(100*time.Millisecond, time.Second, tt.failures, tt.retryAfter)
+				if got < tt.wantMin || got > tt.wantMax {
+					t.Fatalf("backoff = %s, want within [%s, %s]", got, tt.wantMin, tt.wantMax)
+				}
+			}
+		})
+	}
+}
+
+func TestPeak(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 4, 0, 0, 0, time.UTC)
+	f := &Fleet{}
+	for _, ms := range []int{0, 100, 900, 1000, 1050, 1100, 1500, 3000} {
+		f.rec.add(t0.Add(time.Duration(ms)*time.Millisecond), time.Millisecond, 200)
+	}
+	f.rec.add(t0.Add(1200*time.Millisecond), time.Millisecond, 0) // no answer: not a request
+	got, at := f.Peak(t0, t0.Add(3*time.Second), time.Second)
+	if got != 5 || !at.Equal(t0.Add(900*time.Millisecond)) {
+		t.Errorf("peak = %d at %s, want 5 at +900ms", got, at.Sub(t0))
+	}
+	if n := f.Count(t0, t0.Add(time.Second)); n != 3 {
+		t.Errorf("count in the first second = %d, want 3", n)
 	}
 }
