@@ -102,11 +102,14 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	channel := h.channel
 	h.mu.Unlock()
+	if !same {
+		s.observe(h.id, now, &req)
+	}
 	if ev != nil {
 		s.log.Info("host online", "host", ev.HostID)
 		s.addEvents(*ev)
 	}
 	s.m.heartbeats.Inc()
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(s.heartbeatReply(channel))
+	_, _ = w.Write(s.heartbeatReply(channel, h.id))
 }

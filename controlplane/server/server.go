@@ -63,6 +63,8 @@ type Config struct {
 	Unshared bool
 	// Now is the server's clock (default time.Now).
 	Now func() time.Time
+	// Fleet configures rollouts, events, webhooks and the dashboard.
+	Fleet FleetOpsConfig
 }
 
 // Server is the control plane. Create it with New, serve Handler, and run
@@ -91,6 +93,8 @@ type Server struct {
 	inMass atomic.Bool
 
 	regMu [64]sync.Mutex
+
+	fleet *fleetOps
 }
 
 // New loads the live table from the store and returns the server. The
@@ -157,6 +161,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.shed = newShedder(cfg.ShedFactor, cfg.Interval, s.hosts.len)
 	s.m = newMetrics(cfg.Registry, s)
 	s.lm = newLiveMetrics(cfg.Registry)
+	if err := s.initFleetOps(ctx); err != nil {
+		return nil, fmt.Errorf("load rollouts: %w", err)
+	}
 	s.routes()
 	s.log.Info("control plane state loaded", "hosts", len(hosts), "channels", len(chans),
 		"interval", cfg.Interval, "offline_after", s.offlineAfter(), "flush_window", cfg.FlushWindow,
@@ -190,6 +197,7 @@ func (s *Server) routes() {
 	mux.HandleFunc("POST /v1/admin/hosts/{id}/deprovision", admin("admin_deprovision", s.handleDeprovision))
 	mux.HandleFunc("GET "+api.PathAdminEvents, admin("admin_events", s.handleEvents))
 	mux.HandleFunc("PUT /v1/admin/channels/{name}", admin("admin_channel", s.handleSetChannel))
+	s.fleetRoutes(mux, admin)
 	s.mux = mux
 }
 
@@ -206,9 +214,12 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.shared != nil {
 		defer s.shared.Resign()
 	}
+	fleetDone := s.startFleetOps(ctx)
+	defer fleetDone()
 	for {
 		select {
 		case <-ctx.Done():
+			fleetDone() // its last events go out with the final flush
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()
 			s.sweep(s.cfg.Now())
@@ -240,9 +251,13 @@ func (s *Server) addEvents(evs ...store.Event) {
 	s.evMu.Unlock()
 }
 
-// heartbeatReply returns the encoded heartbeat reply for a channel, cached
-// until the channel changes.
-func (s *Server) heartbeatReply(channel string) []byte {
+// heartbeatReply returns the encoded heartbeat reply for a host of a
+// channel: from the channel's rollout when it has one, else the channel's
+// images, cached until the channel changes.
+func (s *Server) heartbeatReply(channel, hostID string) []byte {
+	if b := s.fleetReply(channel, hostID); b != nil {
+		return b
+	}
 	s.chMu.RLock()
 	b, ok := s.replies[channel]
 	s.chMu.RUnlock()
