@@ -44,6 +44,10 @@ type Container struct {
 	Healthcheck *Healthcheck `yaml:"healthcheck"`
 	// Update is "auto" or "never"; default never with volumes, else auto.
 	Update string `yaml:"update"`
+	// OnAgentExit is "keep" (default: the container goes on serving while
+	// the agent restarts or is upgraded, and is adopted when it is back) or
+	// "stop". A deprovisioned or interrupted host stops it either way.
+	OnAgentExit string `yaml:"on_agent_exit"`
 	// RegistryAuth names the secret holding the registry credentials for a
 	// private image: a Docker config.json ({"auths":{…}}) or "user:token".
 	RegistryAuth string `yaml:"registry_auth"`
@@ -198,6 +202,11 @@ func IsDigestPinned(image string) bool {
 }
 
 func (c *Container) validate(p string) error {
+	switch c.OnAgentExit {
+	case "", "keep", "stop":
+	default:
+		return fieldErr(p+".on_agent_exit", "%q: use keep or stop", c.OnAgentExit)
+	}
 	if c.Image == "" {
 		return fieldErr(p+".image", "is required (e.g. postgres:16 or ghcr.io/org/app@sha256:…)")
 	}

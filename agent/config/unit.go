@@ -52,10 +52,13 @@ type Probe struct {
 	// HTTP is a URL; ready when it answers Status (default: any 2xx).
 	HTTP   string `yaml:"http"`
 	Status int    `yaml:"status"`
-	// TCP is host:port; ready when a connection is accepted.
-	TCP      string   `yaml:"tcp"`
-	Interval Duration `yaml:"interval"`
-	Timeout  Duration `yaml:"timeout"`
+	// TCP is host:port; ready when a connection is accepted. (Not for a
+	// port Docker publishes: its proxy accepts even when nothing listens.)
+	TCP string `yaml:"tcp"`
+	// DockerHealth: ready when the container's Docker healthcheck says healthy.
+	DockerHealth bool     `yaml:"docker_health"`
+	Interval     Duration `yaml:"interval"`
+	Timeout      Duration `yaml:"timeout"`
 }
 
 // Stop says how a unit is stopped.

@@ -231,6 +231,9 @@ func (u *Unit) validate(p string) error {
 		if err := u.Ready.validate(p + ".ready"); err != nil {
 			return err
 		}
+		if u.Ready.DockerHealth && (u.Container == nil || u.Container.Healthcheck == nil) {
+			return fieldErr(p+".ready.docker_health", "needs kind: container with a container.healthcheck")
+		}
 	}
 	if _, err := ParseSignal(u.Stop.Signal); err != nil {
 		return fieldErr(p+".stop.signal", "%v", err)
@@ -252,9 +255,16 @@ func checkSecretRef(v string) error {
 }
 
 func (pr *Probe) validate(p string) error {
+	set := 0
+	for _, b := range []bool{pr.HTTP != "", pr.TCP != "", pr.DockerHealth} {
+		if b {
+			set++
+		}
+	}
 	switch {
-	case pr.HTTP != "" && pr.TCP != "":
-		return fieldErr(p, "set either http or tcp, not both")
+	case set > 1:
+		return fieldErr(p, "set one of http, tcp or docker_health, not several")
+	case pr.DockerHealth:
 	case pr.HTTP != "":
 		if err := checkURL(pr.HTTP); err != nil {
 			return fieldErr(p+".http", "%v", err)
@@ -264,7 +274,7 @@ func (pr *Probe) validate(p string) error {
 			return fieldErr(p+".tcp", "%q is not host:port", pr.TCP)
 		}
 	default:
-		return fieldErr(p, "set http or tcp")
+		return fieldErr(p, "set http, tcp or docker_health")
 	}
 	if pr.Status != 0 && (pr.Status < 100 || pr.Status > 599) {
 		return fieldErr(p+".status", "%d is not an HTTP status", pr.Status)

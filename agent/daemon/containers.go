@@ -1,21 +1,15 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/client"
-	"github.com/google/uuid"
-	"gopkg.in/yaml.v3"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/container"
@@ -48,27 +42,10 @@ func (c *containers) client() (*client.Client, error) {
 	c.once.Do(func() {
 		c.cli, c.cliErr = container.NewClient()
 		if c.cliErr == nil {
-			c.agent, c.cliErr = agentID(c.cfg.StateDir)
+			c.agent, c.cliErr = container.LoadAgentID(c.cfg.StateDir)
 		}
 	})
 	return c.cli, c.cliErr
-}
-
-// agentID is this installation's identity (state_dir/agent-id), stable
-// across restarts so a restarted agent adopts its own containers.
-func agentID(stateDir string) (string, error) {
-	path := filepath.Join(stateDir, "agent-id")
-	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
-		return strings.TrimSpace(string(b)), nil
-	}
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return "", fmt.Errorf("state_dir: %w", err)
-	}
-	id := uuid.NewString()
-	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("state_dir: %w", err)
-	}
-	return id, nil
 }
 
 // factory is the DriverFactory of kind: container.
@@ -80,20 +57,10 @@ func (c *containers) factory(u config.Unit, log *slog.Logger) (supervisor.Driver
 	opts := container.Options{Client: cli, Agent: c.agent, StateDir: c.cfg.StateDir, Log: log,
 		UpdateWindow: c.cfg.Updates.Window.Duration}
 	if name := u.Container.RegistryAuth; name != "" {
-		opts.Auth = func(_ context.Context, image string) (registry.AuthConfig, error) {
-			if c.store == nil {
-				return registry.AuthConfig{}, fmt.Errorf("unit %s: registry_auth needs a secrets source", u.Name)
-			}
-			s, ok := c.store.Get(name)
-			if !ok {
-				return registry.AuthConfig{}, fmt.Errorf("unit %s: registry credentials %q missing from %s", u.Name, name, c.cfg.Secrets.Prefix)
-			}
-			host, err := container.RegistryHost(image)
-			if err != nil {
-				return registry.AuthConfig{}, err
-			}
-			return container.ParseAuth(s, host)
+		if c.store == nil {
+			return nil, fmt.Errorf("unit %s: container.registry_auth needs a secrets source", u.Name)
 		}
+		opts.Auth = container.SecretAuth(c.store.Get, name)
 	}
 	return container.New(opts, container.SpecFromUnit(u))
 }
@@ -159,8 +126,8 @@ func (c *containers) apply(ctx context.Context, d *Daemon, ds api.DesiredState) 
 	}
 }
 
-// desiredFileLoop follows updates.desired_file: JSON or YAML
-// {revision: N, images: {unit: repo@sha256:…}}, read when it changes.
+// desiredFileLoop follows updates.desired_file, a JSON object of unit →
+// digest-pinned image, read again whenever it changes.
 func desiredFileLoop(path string, desired *Desired, log *slog.Logger) Background {
 	return func(ctx context.Context) {
 		var last time.Time
@@ -169,11 +136,11 @@ func desiredFileLoop(path string, desired *Desired, log *slog.Logger) Background
 		for {
 			if fi, err := os.Stat(path); err == nil && !fi.ModTime().Equal(last) {
 				last = fi.ModTime()
-				ds, err := readDesired(path)
+				images, err := container.ReadDesired(path)
 				if err != nil {
 					log.Error("desired state file", "path", path, "err", err)
 				} else {
-					desired.set(ds)
+					desired.set(api.DesiredState{Revision: last.UnixNano(), Images: images})
 				}
 			}
 			select {
@@ -183,26 +150,4 @@ func desiredFileLoop(path string, desired *Desired, log *slog.Logger) Background
 			}
 		}
 	}
-}
-
-func readDesired(path string) (api.DesiredState, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return api.DesiredState{}, err
-	}
-	var raw struct {
-		Revision int64             `yaml:"revision"`
-		Images   map[string]string `yaml:"images"`
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&raw); err != nil {
-		return api.DesiredState{}, fmt.Errorf("%s: %w", path, err)
-	}
-	for unit, img := range raw.Images {
-		if !config.IsDigestPinned(img) {
-			return api.DesiredState{}, fmt.Errorf("%s: images.%s: %q is not pinned by digest (use repo@sha256:<digest>)", path, unit, img)
-		}
-	}
-	return api.DesiredState{Revision: raw.Revision, Images: raw.Images}, nil
 }

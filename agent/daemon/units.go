@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
+	"github.com/molecule-ai/molecule-agent/agent/container"
 	"github.com/molecule-ai/molecule-agent/agent/restart"
 	"github.com/molecule-ai/molecule-agent/agent/secrets"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
@@ -57,6 +58,7 @@ func (d *Daemon) specFor(u config.Unit) (supervisor.Spec, error) {
 	}
 	sp := supervisor.Spec{
 		Name: u.Name, Kind: u.Kind, After: u.After, Driver: drv, Grace: u.Stop.Grace.Duration,
+		KeepOnShutdown: u.Container != nil && u.Container.OnAgentExit != "stop",
 		Restart: restart.Policy{Mode: restart.Mode(u.Restart.Policy),
 			InitialDelay: u.Restart.InitialDelay.Duration, MaxDelay: u.Restart.MaxDelay.Duration,
 			StableAfter: u.Restart.StableAfter.Duration, Budget: u.Restart.Budget,
@@ -64,10 +66,15 @@ func (d *Daemon) specFor(u config.Unit) (supervisor.Spec, error) {
 	}
 	if p := u.Ready; p != nil {
 		sp.ProbeInterval, sp.ProbeTimeout = p.Interval.Duration, p.Timeout.Duration
-		if p.HTTP != "" {
+		switch {
+		case p.HTTP != "":
 			sp.Prober = &supervisor.HTTPProbe{URL: p.HTTP, Status: p.Status}
-		} else {
+		case p.TCP != "":
 			sp.Prober = &supervisor.TCPProbe{Addr: p.TCP}
+		case p.DockerHealth:
+			if cd, ok := drv.(*container.Driver); ok {
+				sp.Prober = cd.HealthProber()
+			}
 		}
 	}
 	mat := &materializer{d: d, unit: u, log: log, redact: redact}

@@ -94,6 +94,7 @@ func (s *Server) Close() error {
 // Get reads the report from the socket at path.
 func Get(ctx context.Context, path string) (*Report, error) {
 	c := &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true, // one request per call: no idle connection outlives it
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/restart"
@@ -111,6 +112,10 @@ type Spec struct {
 
 	Grace   time.Duration
 	Restart restart.Policy
+	// KeepOnShutdown leaves the workload running when the agent itself shuts
+	// down (an instance with a Detach method: containers), so an agent
+	// restart or upgrade does not restart it. StopUnits still stops it.
+	KeepOnShutdown bool
 
 	// Prepare returns the workload's environment; it runs before each start.
 	Prepare func(ctx context.Context) ([]string, error)
@@ -130,7 +135,12 @@ type Supervisor struct {
 	rnd func() float64
 	now func() time.Time
 	wg  sync.WaitGroup
+	// shutdown is set by Stop: the agent is exiting.
+	shutdown atomic.Bool
 }
+
+// detacher is an Instance that can be left running.
+type detacher interface{ Detach() }
 
 // New checks the specs and returns a supervisor for them.
 func New(log *slog.Logger, specs []Spec) (*Supervisor, error) {
@@ -182,8 +192,10 @@ func (s *Supervisor) Start(ctx context.Context) {
 }
 
 // Stop stops every unit, each after the units that depend on it, and waits
-// for all of them. Each unit gets its own grace period.
+// for all of them. Each unit gets its own grace period. Units with
+// KeepOnShutdown are left running, detached.
 func (s *Supervisor) Stop() {
+	s.shutdown.Store(true)
 	var wg sync.WaitGroup
 	for _, u := range s.units {
 		wg.Add(1)

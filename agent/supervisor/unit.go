@@ -193,6 +193,12 @@ func (u *unit) runOnce(ctx context.Context) (*restart.Exit, time.Time, bool) {
 			return &restart.Exit{Code: ex.Code, Signaled: ex.Signal != ""}, startedAt, true
 		case <-u.stopCh:
 			stopProbe()
+			if dt, ok := inst.(detacher); ok && u.spec.KeepOnShutdown && u.s.shutdown.Load() {
+				dt.Detach()
+				u.s.log.Info("unit left running while the agent exits", "unit", u.spec.Name, "id", inst.ID())
+				u.setState(Stopped, "left running")
+				return nil, startedAt, false
+			}
 			u.stopInstance(inst, "")
 			u.setState(Stopped, "")
 			return nil, startedAt, false

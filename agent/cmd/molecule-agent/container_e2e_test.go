@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,10 +49,10 @@ func TestContainerUpdatesThroughTheAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	port := freePort(t)
-	desired := filepath.Join(dir, "desired.yaml")
-	writeDesired := func(rev int, img string) {
+	desired := filepath.Join(dir, "desired.json")
+	writeDesired := func(img string) {
 		t.Helper()
-		body := fmt.Sprintf("revision: %d\nimages:\n  app: %s\n", rev, img)
+		body := fmt.Sprintf(`{"app": %q}`, img)
 		if err := os.WriteFile(desired+".tmp", []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -106,9 +107,13 @@ units:
 	}
 	v1ID := unitOf(r, "app").ID
 
-	// A restarted agent adopts the running container: same ID, no restart.
-	_ = a.cmd.Process.Kill()
+	// An agent restart (SIGTERM, as systemd does) leaves the container
+	// serving, and the new agent adopts it: same ID, no restart.
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
 	<-a.done
+	if code, v := httpGet(base + "/version"); code != 200 || !strings.Contains(v, "v1") {
+		t.Errorf("while the agent was down the container answered %d %q", code, v)
+	}
 	a = run()
 	r = a.waitFor(t, "adopted", func(r *status.Report) bool { return unitOf(r, "app").Ready })
 	if id := unitOf(r, "app").ID; id != v1ID {
@@ -116,7 +121,7 @@ units:
 	}
 
 	// v1 → v2: committed, data kept.
-	writeDesired(1, apps.V2)
+	writeDesired(apps.V2)
 	a.waitFor(t, "v2 committed", func(r *status.Report) bool {
 		u := unitOf(r, "app")
 		return u.Ready && u.Info["image"] == apps.V2 && u.Info["update_phase"] == "committed"
@@ -129,7 +134,7 @@ units:
 	}
 
 	// v2 → v3 (never ready): rolled back to v2 within the window, not retried.
-	writeDesired(2, apps.V3)
+	writeDesired(apps.V3)
 	a.waitFor(t, "v3 rolled back", func(r *status.Report) bool {
 		u := unitOf(r, "app")
 		return u.Ready && u.Info["update_phase"] == "rolled_back" && u.Info["image"] == apps.V2
