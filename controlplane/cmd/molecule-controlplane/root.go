@@ -25,6 +25,7 @@ func run(ctx context.Context, args []string, e env, stdout io.Writer) error {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.AddCommand(adminCmds(e)...)
 	root.AddCommand(serveCmd(e), devCmd(e), simulateCmd(e), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",

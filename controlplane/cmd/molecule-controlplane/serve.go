@@ -29,6 +29,7 @@ type serveOpts struct {
 	hostRate, hostBurst                  float64
 	shedFactor, massShare                float64
 	massMin                              int
+	fleet                                fleetOpts
 }
 
 func (o *serveOpts) flags(cmd *cobra.Command, defaultDB string) {
@@ -47,6 +48,7 @@ func (o *serveOpts) flags(cmd *cobra.Command, defaultDB string) {
 	f.Float64Var(&o.massShare, "mass-silence-share", 0.5, "when more than this share of online hosts are silent at once, mark nobody offline (1 disables)")
 	f.IntVar(&o.massMin, "mass-silence-min", 10, "fewest silent hosts that can be a mass silence")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	o.fleet.flags(cmd)
 }
 
 func serveCmd(e env) *cobra.Command {
@@ -100,10 +102,14 @@ func serve(ctx context.Context, o serveOpts, admin secret.Secret, ready func(url
 	defer func() { _ = st.Close() }()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	fleet, err := o.fleet.config()
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(ctx, server.Config{
 		Store: st, Verifier: verifier, AdminToken: admin, Logger: log, Registry: reg,
 		Interval: o.interval, Grace: o.grace, FlushWindow: o.flushWindow, HostRate: o.hostRate, HostBurst: o.hostBurst,
-		ShedFactor: o.shedFactor, MassSilenceShare: o.massShare, MassSilenceMin: o.massMin,
+		ShedFactor: o.shedFactor, MassSilenceShare: o.massShare, MassSilenceMin: o.massMin, Fleet: fleet,
 	})
 	if err != nil {
 		return err

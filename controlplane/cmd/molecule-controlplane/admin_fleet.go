@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/molecule-ai/molecule-agent/controlplane/events"
+	"github.com/molecule-ai/molecule-agent/controlplane/rollout"
+	"github.com/molecule-ai/molecule-agent/controlplane/server"
+)
+
+// fleetOpts are serve's flags for rollouts, events and webhooks.
+type fleetOpts struct {
+	webhooks          string
+	canary, batchPct  int
+	bake, waveTimeout time.Duration
+	tunnelWindow      time.Duration
+	webhookMaxBackoff time.Duration
+	secureCookie      bool
+}
+
+func (o *fleetOpts) flags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&o.webhooks, "webhooks", "", "JSON file of webhooks (name, url, kinds, secret_file); none: no webhooks")
+	f.IntVar(&o.canary, "rollout-canary", rollout.DefaultCanary, "hosts in a rollout's canary wave")
+	f.IntVar(&o.batchPct, "rollout-batch-percent", rollout.DefaultBatchPercent, "share of a channel's hosts in each later wave")
+	f.DurationVar(&o.bake, "rollout-bake", rollout.DefaultBake, "how long a wave stays ready before the next starts")
+	f.DurationVar(&o.waveTimeout, "rollout-wave-timeout", rollout.DefaultWaveTimeout, "how long a wave may take to become ready before the rollout halts")
+	f.DurationVar(&o.tunnelWindow, "tunnel-window", 2*time.Minute, "how long a tunnel may have no ready connection before a tunnel_not_ready event")
+	f.DurationVar(&o.webhookMaxBackoff, "webhook-max-backoff", 5*time.Minute, "longest wait between webhook delivery attempts")
+	f.BoolVar(&o.secureCookie, "dashboard-secure-cookie", false, "mark the dashboard session cookie Secure (when served behind TLS)")
+}
+
+// config builds the server's fleet-operations config, reading the webhooks
+// file (whose secrets sit in their own files).
+func (o *fleetOpts) config() (server.FleetOpsConfig, error) {
+	c := server.FleetOpsConfig{
+		Rollout: rollout.Policy{Canary: o.canary, BatchPercent: o.batchPct, BakeMS: o.bake.Milliseconds(),
+			WaveTimeoutMS: o.waveTimeout.Milliseconds()},
+		TunnelWindow: o.tunnelWindow, SecureCookie: o.secureCookie,
+		Webhook: events.Dispatcher{MaxBackoff: o.webhookMaxBackoff},
+	}
+	if err := c.Rollout.Validate(); err != nil {
+		return c, fmt.Errorf("--rollout-*: %w", err)
+	}
+	if o.webhooks != "" {
+		hooks, err := events.LoadHooks(o.webhooks)
+		if err != nil {
+			return c, err
+		}
+		c.Hooks = hooks
+	}
+	return c, nil
+}
