@@ -8,7 +8,7 @@ GO      ?= go
 PKGS    := ./...
 BIN     := bin
 
-.PHONY: help build agent controlplane cloudflared run test test-unit lint fmt bench clean
+.PHONY: help build agent controlplane cloudflared deb run test test-unit lint fmt fuzz bench bench-agent bench-cp bench-containers bench-boot clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ cloudflared: $(BIN)/cloudflared ## build bin/cloudflared from the version pinned
 $(BIN)/cloudflared: packaging/cloudflared/go.mod packaging/cloudflared/go.sum packaging/cloudflared/build.sh
 	packaging/cloudflared/build.sh $(BIN)/cloudflared
 
+deb: agent cloudflared ## build dist/molecule-agent_<version>_<arch>.deb with nfpm
+	packaging/deb/build.sh $(VERSION)
+
 run: build ## the whole system on this machine: control plane on SQLite + one agent supervising example units
 	./packaging/dev/run.sh
 
@@ -44,8 +47,24 @@ lint: ## gofmt, go vet, staticcheck (pinned as a go tool)
 fmt: ## gofmt -w
 	gofmt -w agent bootstrap controlplane packaging
 
-bench: build cloudflared ## measure the numbers of design.md §4 (see README "Performance")
-	$(GO) run ./agent/cmd/agent-bench --agent $(BIN)/molecule-agent
+fuzz: ## run every fuzzer for 20 s
+	@for p in $$(grep -rl --include='*_test.go' '^func Fuzz' agent bootstrap controlplane | xargs -n1 dirname | sort -u); do \
+		for f in $$(grep -h '^func Fuzz' $$p/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+			echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s ./$$p || exit 1; done; done
+
+bench: bench-agent bench-cp bench-containers bench-boot ## measure the numbers of design.md §4 (needs root and Docker; see README "Performance")
+
+bench-agent: agent cloudflared ## agent RSS, start → units started, crash → restart, cloudflared restart
+	$(GO) run ./agent/cmd/agent-bench --agent $(BIN)/molecule-agent --cloudflared $(BIN)/cloudflared
+
+bench-cp: controlplane ## control plane: heartbeats/s, latency, transactions per flush, detection (SQLite and PostgreSQL)
+	$(GO) run ./controlplane/cmd/cp-bench --binary $(BIN)/molecule-controlplane
+
+bench-containers: ## image update downtime and desired-state → new version ready (real Docker)
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkUpdate -benchtime 10x ./agent/container/
+
+bench-boot: ## bootstrap start → agent registered, inside a systemd-nspawn host
+	$(GO) test -count=1 -run TestBootInNspawn -v ./bootstrap/boottest | grep BENCH
 
 clean: ## remove build output
 	rm -rf $(BIN) dist

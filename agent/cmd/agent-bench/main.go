@@ -23,9 +23,21 @@ import (
 
 func main() {
 	agent := flag.String("agent", "bin/molecule-agent", "agent binary")
+	cloudflared := flag.String("cloudflared", "bin/cloudflared", "cloudflared binary (empty: skip its measurement)")
 	kills := flag.Int("kills", 20, "crash/restart samples")
+	inNetns := flag.Bool("in-netns", false, "internal: run the cloudflared measurement (inside an empty network namespace)")
 	flag.Parse()
-	if err := run(*agent, *kills); err != nil {
+	var err error
+	switch {
+	case *inNetns:
+		err = benchCloudflared(*agent, *cloudflared, *kills)
+	default:
+		err = run(*agent, *kills)
+		if err == nil && *cloudflared != "" {
+			err = inEmptyNetns(*agent, *cloudflared, *kills)
+		}
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "agent-bench:", err)
 		os.Exit(1)
 	}
