@@ -8,7 +8,7 @@ GO      ?= go
 PKGS    := ./...
 BIN     := bin
 
-.PHONY: help build agent controlplane cloudflared deb run test test-unit lint fmt fuzz bench bench-agent bench-cp bench-containers bench-boot clean
+.PHONY: help build agent controlplane cloudflared deb run test lint fmt fuzz bench bench-agent bench-cp bench-containers bench-boot clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -35,9 +35,6 @@ run: build ## the whole system on this machine: control plane on SQLite + one ag
 
 test: lint cloudflared ## all tests: go test -race ./... plus the slow and privileged ones
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
-
-test-unit: ## fast tests only (no Docker, root or PostgreSQL needed)
-	$(GO) test -race -short -count=1 $(PKGS)
 
 lint: ## gofmt, go vet, staticcheck (pinned as a go tool)
 	@out=$$(gofmt -l agent bootstrap controlplane packaging 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
