@@ -100,6 +100,9 @@ func (s *Server) sweepShared(ctx context.Context, now time.Time) {
 	if now.Sub(s.started) <= after {
 		return // after our own restart, one full window before anyone is offline
 	}
+	if now.Sub(s.shared.LastFailure()) <= after {
+		return // the database may lack flushes from its outage: one full window
+	}
 	cutoff := now.Add(-after)
 	c, err := s.shared.Census(ctx, now.Add(-s.suspectAfter()), cutoff)
 	if err != nil {

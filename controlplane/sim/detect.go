@@ -13,7 +13,9 @@ import (
 )
 
 // Detection is how fast the control plane noticed silenced hosts: from
-// each host's last answered heartbeat to its offline event.
+// each host's last heartbeat (as the control plane recorded it, or as it
+// was answered, whichever is later: a beat cut off by the kill may still
+// have arrived) to its offline event.
 type Detection struct {
 	Killed, Detected int
 	P50, P99, Max    time.Duration
@@ -38,6 +40,9 @@ func (f *Fleet) Detect(ctx context.Context, killed []Silenced, timeout time.Dura
 			lb, ok := last[e.HostID]
 			if !ok || e.Type != api.EventOffline || e.At.Before(lb) {
 				continue
+			}
+			if h, err := f.admin.GetHost(ctx, e.HostID); err == nil && h.LastSeen.After(lb) {
+				lb = h.LastSeen
 			}
 			lat = append(lat, e.At.Sub(lb))
 			delete(last, e.HostID)

@@ -117,25 +117,35 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return res, err
 	}
 	if cfg.SaturateFor > 0 {
-		before, err := f.Scrape(ctx)
+		p, err := Saturate(ctx, f, cfg.Concurrency, cfg.SaturateFor)
 		if err != nil {
 			return res, err
 		}
-		st := saturate(ctx, f.hc, cfg.URL, f.hosts, max(1, cfg.Concurrency), cfg.SaturateFor)
-		after, err := f.Scrape(ctx)
-		if err != nil {
-			return res, err
-		}
-		w := Window{Seconds: st.secs, Heartbeats: int64(len(st.lat)), RateLimited: st.limit.Load(), Errors: st.errs.Load(),
-			P50: pct(st.lat, 50), P99: pct(st.lat, 99)}
-		w.Requests = w.Heartbeats + w.RateLimited
-		if st.secs > 0 {
-			w.PerSecond = float64(w.Heartbeats) / st.secs
-		}
-		p := PhaseOf(w, before, after)
 		res.Saturated = &p
 	}
 	return res, nil
+}
+
+// Saturate sends heartbeats for the fleet's hosts back to back from
+// workers for d (the fleet's own loops must not run) and measures the
+// control plane's capacity.
+func Saturate(ctx context.Context, f *Fleet, workers int, d time.Duration) (Phase, error) {
+	before, err := f.Scrape(ctx)
+	if err != nil {
+		return Phase{}, err
+	}
+	st := saturate(ctx, f.hc, f.cfg.URL, f.hosts, max(1, workers), d)
+	after, err := f.Scrape(ctx)
+	if err != nil {
+		return Phase{}, err
+	}
+	w := Window{Seconds: st.secs, Heartbeats: int64(len(st.lat)), RateLimited: st.limit.Load(), Errors: st.errs.Load(),
+		P50: pct(st.lat, 50), P99: pct(st.lat, 99)}
+	w.Requests = w.Heartbeats + w.RateLimited
+	if st.secs > 0 {
+		w.PerSecond = float64(w.Heartbeats) / st.secs
+	}
+	return PhaseOf(w, before, after), nil
 }
 
 // PhaseOf combines what the fleet saw with the control plane's metrics

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -35,6 +36,10 @@ type Shared interface {
 	Leader(ctx context.Context) (bool, error)
 	// Resign releases the sweeper lock, if held.
 	Resign()
+	// LastFailure is when a call above last failed (zero: never). The
+	// database may then be missing flushes, so the sweeper waits a full
+	// window after it before judging anyone.
+	LastFailure() time.Time
 }
 
 // Census is what the sweeper counts before it marks anyone offline.
@@ -62,9 +67,31 @@ type pgShared struct {
 
 	mu   sync.Mutex
 	conn *sql.Conn // holds the advisory lock while not nil
+
+	failed atomic.Int64 // unix nanoseconds of the last failure
+}
+
+func (p *pgShared) LastFailure() time.Time {
+	if n := p.failed.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// note records err, if any, as a failure and returns it.
+func (p *pgShared) note(err error) error {
+	if err != nil {
+		p.failed.Store(time.Now().UnixNano())
+	}
+	return err
 }
 
 func (p *pgShared) FlushShared(ctx context.Context, updates []LiveUpdate, events []Event) ([]string, error) {
+	removed, err := p.flush(ctx, updates, events)
+	return removed, p.note(err)
+}
+
+func (p *pgShared) flush(ctx context.Context, updates []LiveUpdate, events []Event) ([]string, error) {
 	if len(updates) == 0 && len(events) == 0 {
 		return nil, nil
 	}
@@ -148,7 +175,7 @@ func (p *pgShared) Census(ctx context.Context, suspect, cutoff time.Time) (Censu
 	var c Census
 	err := p.s.db.QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (WHERE last_seen < $1), count(*) FILTER (WHERE last_seen < $2)
 		FROM hosts WHERE status = 'online'`, ms(suspect), ms(cutoff)).Scan(&c.Online, &c.Silent, &c.Overdue)
-	if err != nil {
+	if p.note(err) != nil {
 		return Census{}, fmt.Errorf("count silent hosts: %w", err)
 	}
 	return c, nil
@@ -180,13 +207,18 @@ func (p *pgShared) MarkOffline(ctx context.Context, cutoff, now time.Time) ([]Ho
 		}
 		return p.s.insertEvents(ctx, tx, evs)
 	})
-	if err != nil {
+	if p.note(err) != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
 func (p *pgShared) Leader(ctx context.Context) (bool, error) {
+	ok, err := p.leader(ctx)
+	return ok, p.note(err)
+}
+
+func (p *pgShared) leader(ctx context.Context) (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.conn != nil {
