@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -258,6 +259,29 @@ units:
 		t.Error("the agent exited; it should stay idle")
 	default:
 	}
-	leakScan(t, map[string]string{"tunnel token": tok.Token}, map[string]string{"agent log": a.log.String(),
-		"control plane log": cp.log.String()}, dir, secretsFile)
+	// Leak scan: the tunnel token, the host token and the enrollment token
+	// appear nowhere but their own files: not in either log, the status API,
+	// the control plane's database or its admin responses (which carry the
+	// heartbeats).
+	var st struct {
+		HostToken string `json:"host_token"`
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "state", "controlplane.json"))
+	if err != nil || json.Unmarshal(b, &st) != nil || st.HostToken == "" {
+		t.Fatalf("no host token saved: %v", err)
+	}
+	enroll, _ := os.ReadFile(filepath.Join(dir, "cp", "enrollment-token"))
+	hosts, _ := admin.ListHosts(ctx, api.HostFilter{})
+	events, _ := admin.Events(ctx, "")
+	hostsJSON, _ := json.Marshal(hosts)
+	eventsJSON, _ := json.Marshal(events)
+	statusJSON, _ := json.Marshal(a.status(t))
+	leakScan(t, map[string]string{"tunnel token": tok.Token, "host token": st.HostToken,
+		"enrollment token": strings.TrimSpace(string(enroll))},
+		map[string]string{"agent log": a.log.String(), "control plane log": cp.log.String(),
+			"admin hosts (heartbeats)": string(hostsJSON), "admin events": string(eventsJSON), "status API": string(statusJSON)},
+		dir, secretsFile, filepath.Join(dir, "state", "controlplane.json"), filepath.Join(dir, "cp", "enrollment-token"))
+	if !strings.Contains(string(hostsJSON), tok.TunnelID) {
+		t.Errorf("admin hosts response lacks the heartbeat report (tunnel ID); the leak scan saw no heartbeat")
+	}
 }
