@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,6 +99,46 @@ func New(ctx context.Context, o Options) (*Manager, error) {
 		m.rollouts[rec.Channel] = &r
 	}
 	return m, nil
+}
+
+// Reload replaces the in-memory rollouts with the stored ones: another
+// replica may have started or changed one.
+func (m *Manager) Reload(ctx context.Context) error {
+	recs, err := m.o.Store.LatestRollouts(ctx)
+	if err != nil {
+		return fmt.Errorf("reload rollouts: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	changed := false
+	for _, rec := range recs {
+		var r Rollout
+		if err := json.Unmarshal([]byte(rec.Doc), &r); err != nil {
+			return fmt.Errorf("rollout %d of channel %s: stored document: %w", rec.ID, rec.Channel, err)
+		}
+		r.ID = rec.ID
+		if cur := m.rollouts[rec.Channel]; cur != nil && reflect.DeepEqual(clone(cur), clone(&r)) {
+			continue
+		}
+		m.rollouts[rec.Channel] = &r
+		changed = true
+	}
+	if changed {
+		m.gen.Add(1)
+	}
+	return nil
+}
+
+// Active reports whether any rollout is rolling.
+func (m *Manager) Active() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range m.rollouts {
+		if r.State == StateRolling {
+			return true
+		}
+	}
+	return false
 }
 
 // Observe records a host's latest heartbeat report.

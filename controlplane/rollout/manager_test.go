@@ -139,6 +139,17 @@ func TestManager(t *testing.T) {
 	if _, err := m2.Pause(ctx, "nope", ""); !errors.Is(err, ErrNoRollout) {
 		t.Errorf("pause without a rollout: %v, want ErrNoRollout", err)
 	}
+	// Another replica on the same store sees the rollback after a reload.
+	other := m
+	if _, err := m2.Resume(ctx, "stable"); !errors.Is(err, ErrState) {
+		t.Errorf("resume after rollback: %v, want ErrState", err)
+	}
+	if err := other.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := other.Get("stable"); got.State != StateRolledBack || other.Active() {
+		t.Errorf("reloaded state %s (active %v), want rolled_back", got.State, other.Active())
+	}
 	want := []string{"rollout_started", "rollout_halted"}
 	if got := evs.types(); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("events = %v, want %v", got, want)

@@ -51,6 +51,10 @@ type fleetOps struct {
 	mu      sync.Mutex
 	gen     uint64
 	replies map[string][]byte
+
+	// Owned by the tick goroutine.
+	synced    time.Time
+	wasLeader bool
 }
 
 func (s *Server) initFleetOps(ctx context.Context) error {
@@ -85,9 +89,21 @@ func (s *Server) initFleetOps(ctx context.Context) error {
 	return nil
 }
 
-// channelHosts lists the online hosts of a channel, for planning waves.
-func (s *Server) channelHosts(_ context.Context, channel string) ([]string, error) {
+// channelHosts lists the online hosts of a channel, for planning waves:
+// from the live table, or with shared liveness from the store, which every
+// replica's hosts reach.
+func (s *Server) channelHosts(ctx context.Context, channel string) ([]string, error) {
 	var out []string
+	if s.shared != nil {
+		hosts, err := s.store.ListHosts(ctx, store.HostFilter{Channel: channel, Status: store.StatusOnline})
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range hosts {
+			out = append(out, h.ID)
+		}
+		return out, nil
+	}
 	for _, h := range s.hosts.all() {
 		h.mu.Lock()
 		if h.channel == channel && h.status == store.StatusOnline {
@@ -152,10 +168,7 @@ func (s *Server) startFleetOps(ctx context.Context) (wait func()) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				s.fleet.rollouts.Tick(ctx)
-				if evs := s.fleet.watch.Sweep(s.cfg.Now()); len(evs) > 0 {
-					s.addEvents(evs...)
-				}
+				s.fleetTick(ctx)
 			}
 		}
 	})
@@ -168,6 +181,64 @@ func (s *Server) startFleetOps(ctx context.Context) (wait func()) {
 		wg.Go(func() { d.Run(ctx) })
 	}
 	return wg.Wait
+}
+
+// fleetTick advances rollouts and sweeps tunnels. With shared liveness
+// (several replicas on PostgreSQL) only the sweeper-lock holder advances
+// rollouts, from the reports every replica flushed; the others reload the
+// stored rollouts to serve the same desired state.
+func (s *Server) fleetTick(ctx context.Context) {
+	f := s.fleet
+	if evs := f.watch.Sweep(s.cfg.Now()); len(evs) > 0 {
+		s.addEvents(evs...)
+	}
+	if s.shared == nil {
+		f.rollouts.Tick(ctx)
+		return
+	}
+	now := time.Now()
+	due := now.Sub(f.synced) >= s.cfg.FlushWindow
+	leader := s.Leader()
+	if due || (leader && !f.wasLeader) {
+		f.synced = now
+		if err := f.rollouts.Reload(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("reload rollouts failed; retrying", "err", err)
+		}
+		if leader && f.rollouts.Active() {
+			s.loadRemoteReports(ctx)
+		}
+	}
+	f.wasLeader = leader
+	if leader {
+		f.rollouts.Tick(ctx)
+	}
+}
+
+// loadRemoteReports feeds the rollouts the stored reports of hosts, all
+// replicas' flushes included, except where this replica holds a newer one
+// not yet flushed.
+func (s *Server) loadRemoteReports(ctx context.Context) {
+	hosts, err := s.store.ListHosts(ctx, store.HostFilter{})
+	if err != nil {
+		return
+	}
+	for _, h := range hosts {
+		if h.Report == "" {
+			continue
+		}
+		if st := s.hosts.get(h.ID); st != nil {
+			st.mu.Lock()
+			local := st.report != nil
+			st.mu.Unlock()
+			if local {
+				continue
+			}
+		}
+		var rep api.HeartbeatRequest
+		if json.Unmarshal([]byte(h.Report), &rep) == nil {
+			s.fleet.rollouts.Observe(h.ID, &rep)
+		}
+	}
 }
 
 func (s *Server) fleetRoutes(mux *http.ServeMux, admin func(string, http.HandlerFunc) http.HandlerFunc) {
