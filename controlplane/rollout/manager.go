@@ -95,7 +95,7 @@ func New(ctx context.Context, o Options) (*Manager, error) {
 		if err := json.Unmarshal([]byte(rec.Doc), &r); err != nil {
 			return nil, fmt.Errorf("rollout %d of channel %s: stored document: %w", rec.ID, rec.Channel, err)
 		}
-		r.ID = rec.ID
+		r.ID, r.Version = rec.ID, rec.Version
 		m.rollouts[rec.Channel] = &r
 	}
 	return m, nil
@@ -104,19 +104,23 @@ func New(ctx context.Context, o Options) (*Manager, error) {
 // Reload replaces the in-memory rollouts with the stored ones: another
 // replica may have started or changed one.
 func (m *Manager) Reload(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reloadLocked(ctx)
+}
+
+func (m *Manager) reloadLocked(ctx context.Context) error {
 	recs, err := m.o.Store.LatestRollouts(ctx)
 	if err != nil {
 		return fmt.Errorf("reload rollouts: %w", err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	changed := false
 	for _, rec := range recs {
 		var r Rollout
 		if err := json.Unmarshal([]byte(rec.Doc), &r); err != nil {
 			return fmt.Errorf("rollout %d of channel %s: stored document: %w", rec.ID, rec.Channel, err)
 		}
-		r.ID = rec.ID
+		r.ID, r.Version = rec.ID, rec.Version
 		if cur := m.rollouts[rec.Channel]; cur != nil && reflect.DeepEqual(clone(cur), clone(&r)) {
 			continue
 		}
@@ -208,11 +212,18 @@ func (m *Manager) save(ctx context.Context, r *Rollout) error {
 		return fmt.Errorf("encode rollout: %w", err)
 	}
 	rec, err := m.o.Store.SaveRollout(ctx, store.RolloutRecord{ID: r.ID, Channel: r.Channel, State: r.State,
-		Doc: string(doc), CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt})
+		Doc: string(doc), Version: r.Version, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt})
+	if errors.Is(err, store.ErrStale) {
+		// Another replica changed it: take its version.
+		if rerr := m.reloadLocked(ctx); rerr != nil {
+			m.log.Warn("reload after a concurrent change failed", "err", rerr)
+		}
+		return fmt.Errorf("%w: the rollout of channel %s changed on another replica; look again and retry", ErrState, r.Channel)
+	}
 	if err != nil {
 		return err
 	}
-	r.ID = rec.ID
+	r.ID, r.Version = rec.ID, rec.Version
 	m.gen.Add(1)
 	return nil
 }

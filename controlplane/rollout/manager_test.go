@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -150,8 +151,27 @@ func TestManager(t *testing.T) {
 	if got, _ := other.Get("stable"); got.State != StateRolledBack || other.Active() {
 		t.Errorf("reloaded state %s (active %v), want rolled_back", got.State, other.Active())
 	}
+	// Two replicas: a change made on one is not overwritten by the other's
+	// stale copy; the stale one reloads and the retry applies.
+	r3, err := m.Start(ctx, "stable", Request{Images: map[string]string{"platform": imgNew}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := newManager(t, st, clk, &events{})
+	if _, err := m.Pause(ctx, "stable", "from replica one"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stale.Rollback(ctx, "stable", "from replica two"); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "another replica") {
+		t.Fatalf("change from a stale copy: %v, want ErrState naming another replica", err)
+	}
+	if got, _ := stale.Get("stable"); got.State != StatePaused || got.ID != r3.ID {
+		t.Fatalf("stale copy after the conflict: %s, want it reloaded as paused", got.State)
+	}
+	if _, err := stale.Rollback(ctx, "stable", "retry"); err != nil {
+		t.Fatalf("retry after reload: %v", err)
+	}
 	want := []string{"rollout_started", "rollout_halted"}
-	if got := evs.types(); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+	if got := evs.types(); len(got) < 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("events = %v, want %v", got, want)
 	}
 }

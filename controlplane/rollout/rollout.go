@@ -132,6 +132,8 @@ type Rollout struct {
 	Current          int       `json:"current_wave"`
 	CreatedAt        time.Time `json:"created_at"`
 	UpdatedAt        time.Time `json:"updated_at"`
+	// Version counts the rollout's stored writes.
+	Version int64 `json:"version"`
 }
 
 var (

@@ -8,11 +8,17 @@ import (
 	"time"
 )
 
+// ErrStale: the record changed since it was read (another replica wrote
+// it); read it again and retry.
+var ErrStale = errors.New("stored record changed since it was read")
+
 // RolloutRecord is one staged rollout of a channel. Doc is the rollout's
 // state as the rollout package encodes it (JSON); the store only keeps it.
+// Version counts its writes, for optimistic concurrency.
 type RolloutRecord struct {
 	ID                   int64
 	Channel, State, Doc  string
+	Version              int64
 	CreatedAt, UpdatedAt time.Time
 }
 
@@ -30,8 +36,9 @@ type Delivery struct {
 // FleetOps is the part of the store used by rollouts, the event feed and
 // webhooks.
 type FleetOps interface {
-	// SaveRollout inserts r when r.ID is 0 (returning it with its new ID) or
-	// replaces the stored rollout with that ID.
+	// SaveRollout inserts r when r.ID is 0 (returning it with its new ID and
+	// version 1) or replaces the stored rollout with that ID when its version
+	// is still r.Version (returning the next version), else ErrStale.
 	SaveRollout(ctx context.Context, r RolloutRecord) (RolloutRecord, error)
 	// LatestRollouts returns the newest rollout of every channel.
 	LatestRollouts(ctx context.Context) ([]RolloutRecord, error)
@@ -51,28 +58,34 @@ type FleetOps interface {
 func (s *sqlStore) SaveRollout(ctx context.Context, r RolloutRecord) (RolloutRecord, error) {
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		if r.ID == 0 {
-			err := tx.QueryRowContext(ctx, s.q(`INSERT INTO rollouts (channel, state, doc, created_at, updated_at)
-				VALUES (?, ?, ?, ?, ?) RETURNING id`), r.Channel, r.State, r.Doc, ms(r.CreatedAt), ms(r.UpdatedAt)).Scan(&r.ID)
+			r.Version = 1
+			err := tx.QueryRowContext(ctx, s.q(`INSERT INTO rollouts (channel, state, doc, version, created_at, updated_at)
+				VALUES (?, ?, ?, 1, ?, ?) RETURNING id`), r.Channel, r.State, r.Doc, ms(r.CreatedAt), ms(r.UpdatedAt)).Scan(&r.ID)
 			if err != nil {
 				return fmt.Errorf("insert rollout of channel %s: %w", r.Channel, err)
 			}
 			return nil
 		}
-		res, err := tx.ExecContext(ctx, s.q(`UPDATE rollouts SET state = ?, doc = ?, updated_at = ? WHERE id = ?`),
-			r.State, r.Doc, ms(r.UpdatedAt), r.ID)
+		res, err := tx.ExecContext(ctx, s.q(`UPDATE rollouts SET state = ?, doc = ?, updated_at = ?, version = version + 1
+			WHERE id = ? AND version = ?`), r.State, r.Doc, ms(r.UpdatedAt), r.ID, r.Version)
 		if err != nil {
 			return fmt.Errorf("update rollout %d: %w", r.ID, err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("update rollout %d: %w", r.ID, ErrNotFound)
+			var one int
+			if err := tx.QueryRowContext(ctx, s.q(`SELECT 1 FROM rollouts WHERE id = ?`), r.ID).Scan(&one); errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("update rollout %d: %w", r.ID, ErrNotFound)
+			}
+			return fmt.Errorf("update rollout %d at version %d: %w", r.ID, r.Version, ErrStale)
 		}
+		r.Version++
 		return nil
 	})
 	return r, err
 }
 
 func (s *sqlStore) LatestRollouts(ctx context.Context) ([]RolloutRecord, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, channel, state, doc, created_at, updated_at FROM rollouts
+	rows, err := s.db.QueryContext(ctx, `SELECT id, channel, state, doc, version, created_at, updated_at FROM rollouts
 		WHERE id IN (SELECT MAX(id) FROM rollouts GROUP BY channel) ORDER BY channel`)
 	if err != nil {
 		return nil, fmt.Errorf("list rollouts: %w", err)
@@ -82,7 +95,7 @@ func (s *sqlStore) LatestRollouts(ctx context.Context) ([]RolloutRecord, error) 
 	for rows.Next() {
 		var r RolloutRecord
 		var c, u int64
-		if err := rows.Scan(&r.ID, &r.Channel, &r.State, &r.Doc, &c, &u); err != nil {
+		if err := rows.Scan(&r.ID, &r.Channel, &r.State, &r.Doc, &r.Version, &c, &u); err != nil {
 			return nil, fmt.Errorf("list rollouts: %w", err)
 		}
 		r.CreatedAt, r.UpdatedAt = fromMS(c), fromMS(u)

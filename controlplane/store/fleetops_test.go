@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -47,12 +48,17 @@ func fleetOpsSuite(t *testing.T, newDSN func(t *testing.T) string) {
 		if _, err := s.SaveRollout(ctx, store.RolloutRecord{Channel: "staging", State: "completed", Doc: `{}`, CreatedAt: t0, UpdatedAt: t0}); err != nil {
 			t.Fatal(err)
 		}
+		stale := b
 		b.State, b.Doc, b.UpdatedAt = "halted", `{"b":2}`, t0.Add(time.Minute)
-		if _, err := s.SaveRollout(ctx, b); err != nil {
-			t.Fatalf("update rollout: %v", err)
+		if b, err = s.SaveRollout(ctx, b); err != nil || b.Version != 2 {
+			t.Fatalf("update rollout: version %d, %v; want 2", b.Version, err)
 		}
-		if _, err := s.SaveRollout(ctx, store.RolloutRecord{ID: 9999, Channel: "x", State: "halted"}); err == nil {
-			t.Error("updating a missing rollout succeeded")
+		stale.State = "paused"
+		if _, err := s.SaveRollout(ctx, stale); !errors.Is(err, store.ErrStale) {
+			t.Errorf("update from a stale read: %v, want ErrStale", err)
+		}
+		if _, err := s.SaveRollout(ctx, store.RolloutRecord{ID: 9999, Channel: "x", State: "halted"}); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("updating a missing rollout: %v, want ErrNotFound", err)
 		}
 		_ = s.Close()
 		got, err := openDSN(t, dsn).LatestRollouts(ctx)
@@ -63,7 +69,7 @@ func fleetOpsSuite(t *testing.T, newDSN func(t *testing.T) string) {
 			t.Fatalf("latest rollouts = %d, want 2 (one per channel): %+v", len(got), got)
 		}
 		if got[0].Channel != "stable" || got[0].ID != b.ID || got[0].State != "halted" || got[0].Doc != `{"b":2}` ||
-			!got[0].UpdatedAt.Equal(t0.Add(time.Minute)) {
+			!got[0].UpdatedAt.Equal(t0.Add(time.Minute)) || got[0].Version != 2 {
 			t.Errorf("stable rollout = %+v, want id %d halted with the updated doc", got[0], b.ID)
 		}
 	})
