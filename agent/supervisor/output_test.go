@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"encoding/json"
+	"github.com/molecule-ai/molecule-agent/agent/testenv"
 	"log/slog"
 	"strings"
 	"testing"
@@ -25,7 +26,7 @@ func records(t *testing.T, raw string) []map[string]any {
 }
 
 func TestOutputTruncatesLongLines(t *testing.T) {
-	buf := &syncBuffer{}
+	buf := &testenv.Buffer{}
 	o := newOutputLogger(slog.New(slog.NewJSONHandler(buf, nil)), OutputLimits{MaxLineBytes: 100})
 	in := strings.Repeat("a", 10_000) + "\nshort\n"
 	o.copyLines(strings.NewReader(in), "stdout")
@@ -42,7 +43,7 @@ func TestOutputTruncatesLongLines(t *testing.T) {
 }
 
 func TestOutputRateLimitCountsDrops(t *testing.T) {
-	buf := &syncBuffer{}
+	buf := &testenv.Buffer{}
 	o := newOutputLogger(slog.New(slog.NewJSONHandler(buf, nil)), OutputLimits{LinesPerSecond: 1, Burst: 5})
 	frozen := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	o.now = func() time.Time { return frozen } // no refill
@@ -61,7 +62,7 @@ func TestOutputRateLimitCountsDrops(t *testing.T) {
 }
 
 func TestOutputRedactsSecretValues(t *testing.T) {
-	buf := &syncBuffer{}
+	buf := &testenv.Buffer{}
 	o := newOutputLogger(slog.New(slog.NewJSONHandler(buf, nil)), OutputLimits{MaxLineBytes: 64})
 	o.redact = &Redactor{}
 	o.redact.Set([]string{"eyJhIjoiYWNjb3VudCJ9-token-value", "abc"}) // "abc" is too short to redact

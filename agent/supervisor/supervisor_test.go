@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -19,25 +18,8 @@ import (
 	"github.com/molecule-ai/molecule-agent/agent/testenv"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func testLog(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(&syncBuffer{}, nil))
+	return slog.New(slog.NewJSONHandler(&testenv.Buffer{}, nil))
 }
 
 func fastPolicy() restart.Policy {

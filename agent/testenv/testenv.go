@@ -4,10 +4,12 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 	"time"
 )
@@ -72,4 +74,25 @@ func RequireNetns(t testing.TB) {
 	RequireRoot(t)
 	RequireBinary(t, "ip")
 	RequireBinary(t, "unshare")
+}
+
+// Buffer is a bytes.Buffer safe for concurrent writes, for capturing the
+// output of processes and loggers in tests.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write implements io.Writer.
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

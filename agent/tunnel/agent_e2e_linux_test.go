@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,26 +44,9 @@ func agentBinary(t *testing.T) string {
 	return bin
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type agentRun struct {
 	cmd     *exec.Cmd
-	log     *syncBuf
+	log     *testenv.Buffer
 	socket  string
 	secrets string
 	done    chan struct{}
@@ -75,7 +57,7 @@ type agentRun struct {
 func runAgent(t *testing.T, bin string, u config.Unit, token string) *agentRun {
 	t.Helper()
 	dir := t.TempDir()
-	a := &agentRun{log: &syncBuf{}, socket: dir + "/run/agent.sock", done: make(chan struct{}),
+	a := &agentRun{log: &testenv.Buffer{}, socket: dir + "/run/agent.sock", done: make(chan struct{}),
 		secrets: filepath.Join(dir, "secrets.yaml")}
 	a.setToken(t, token)
 	cfg, err := yaml.Marshal(map[string]any{

@@ -2,6 +2,7 @@ package workspace_test
 
 import (
 	"bytes"
+	"github.com/molecule-ai/molecule-agent/agent/testenv"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,7 +18,7 @@ func TestProxy(t *testing.T) {
 	ten := workspacetest.NewTenant(orgID)
 	defer ten.Close()
 	ten.AddWorkspace(workspaceID)
-	logs := &syncBuffer{}
+	logs := &testenv.Buffer{}
 	p, err := workspace.ListenProxy("127.0.0.1:0", ten.URL(), orgID, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package workspace_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -68,24 +67,6 @@ const (
 	tokenName   = workspace.DefaultTokenSecret
 )
 
-// syncBuffer is the agent's log, written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type rigOptions struct {
 	token      string // the token in the secrets source at start; "" = missing
 	laterToken string // when set, the source holds this one after the first load
@@ -109,7 +90,7 @@ type rig struct {
 	sup     *supervisor.Supervisor
 	checker *workspace.Checker
 	proxy   *workspace.Proxy
-	logs    *syncBuffer
+	logs    *testenv.Buffer
 	dir     string
 	logPath string
 	secPath string
@@ -149,7 +130,7 @@ func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 			t.Fatal(err)
 		}
 	}
-	r := &rig{t: t, ten: ten, logs: &syncBuffer{}, dir: filepath.Join(tmp, "configs"),
+	r := &rig{t: t, ten: ten, logs: &testenv.Buffer{}, dir: filepath.Join(tmp, "configs"),
 		logPath: filepath.Join(tmp, "molecule-runtime.log"), secPath: filepath.Join(tmp, "secrets.yaml"), port: freePort(t)}
 	log := slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	writeSecrets(t, r.secPath, o.token)

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -132,26 +131,9 @@ type machine struct {
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	leader  int // the container's systemd, as a host PID
-	console *syncBuffer
+	console *testenv.Buffer
 	hostIP  string
 	guestIP string
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // newMachine mounts a writable overlay of lower; prepare runs on its
@@ -160,7 +142,7 @@ func newMachine(t *testing.T, lower string) *machine {
 	t.Helper()
 	dir := t.TempDir()
 	m := &machine{t: t, name: fmt.Sprintf("mab-%d", os.Getpid()%100000), root: filepath.Join(dir, "root"),
-		console: &syncBuffer{}, exited: make(chan struct{})}
+		console: &testenv.Buffer{}, exited: make(chan struct{})}
 	for _, d := range []string{"upper", "work", "root"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -74,27 +73,8 @@ units:
     ready: {http: "http://127.0.0.1:%[5]d/health", status: 200, interval: 200ms}
     stop: {grace: 2s}
 `, dir, desired, apps.V1, runID, port)
-	path := filepath.Join(dir, "agent.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	run := func() *agentProc {
-		a := &agentProc{log: &lockedBuf{}, socket: dir + "/run/agent.sock", done: make(chan struct{})}
-		a.cmd = exec.Command(agentBin, "run", "--config", path)
-		a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
-		if err := a.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { _ = a.cmd.Wait(); close(a.done) }()
-		t.Cleanup(func() {
-			_ = a.cmd.Process.Kill()
-			<-a.done
-			if t.Failed() {
-				t.Logf("agent log:\n%s", a.log.String())
-			}
-		})
-		return a
-	}
+	path := writeConfig(t, dir, cfg)
+	run := func() *agentProc { return runAgent(t, dir, path, nil) }
 	a := run()
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	r := a.waitFor(t, "v1 ready", func(r *status.Report) bool { return unitOf(r, "app").Ready })

@@ -41,14 +41,14 @@ type cpProc struct {
 	url  string
 	dir  string
 	done chan struct{}
-	log  *lockedBuf
+	log  *testenv.Buffer
 }
 
 // startCP runs the real control plane binary (`dev`: SQLite, admin and
 // enrollment token files) with a 1 s heartbeat interval.
 func startCP(t *testing.T, dir, listen string) *cpProc {
 	t.Helper()
-	c := &cpProc{dir: dir, done: make(chan struct{}), log: &lockedBuf{}}
+	c := &cpProc{dir: dir, done: make(chan struct{}), log: &testenv.Buffer{}}
 	c.cmd = exec.Command(cpBin, "dev", "--dir", dir, "--listen", listen, "--interval", "1s",
 		"--grace", "500ms", "--flush-window", "1s")
 	stdout, err := c.cmd.StdoutPipe()
@@ -74,7 +74,12 @@ func startCP(t *testing.T, dir, listen string) *cpProc {
 	if c.url == "" {
 		t.Fatalf("control plane printed no URL; log:\n%s", c.log.String())
 	}
-	t.Cleanup(func() { c.stop() })
+	t.Cleanup(func() {
+		c.stop()
+		if t.Failed() {
+			t.Logf("control plane log:\n%s", c.log.String())
+		}
+	})
 	return c
 }
 
@@ -170,27 +175,8 @@ units:
     env: {TUNNEL_TOKEN: "secret:tunnel-token", E2E_READY_SERVER: "%[5]s"}
     ready: {http: "http://%[5]s/ready", interval: 200ms}
 `, dir, secretsFile, cp.url, self, readyAddr)
-	path := filepath.Join(dir, "agent.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	run := func() *agentProc {
-		a := &agentProc{log: &lockedBuf{}, socket: dir + "/run/agent.sock", done: make(chan struct{})}
-		a.cmd = exec.Command(agentBin, "run", "--config", path)
-		a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
-		if err := a.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { _ = a.cmd.Wait(); close(a.done) }()
-		t.Cleanup(func() {
-			_ = a.cmd.Process.Kill()
-			<-a.done
-			if t.Failed() {
-				t.Logf("agent log:\n%s\ncontrol plane log:\n%s", a.log.String(), cp.log.String())
-			}
-		})
-		return a
-	}
+	path := writeConfig(t, dir, cfg)
+	run := func() *agentProc { return runAgent(t, dir, path, nil) }
 	a := run()
 
 	// Registered, heartbeating, listed with its tunnel.

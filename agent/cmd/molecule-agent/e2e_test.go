@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,39 +43,29 @@ func TestMain(m *testing.M) {
 
 type agentProc struct {
 	cmd    *exec.Cmd
-	log    *lockedBuf
+	log    *testenv.Buffer
 	socket string
 	done   chan struct{}
 }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// startAgent writes units (YAML list items) into a config and runs the agent.
-func startAgent(t *testing.T, units string) *agentProc {
+// writeConfig writes agent.yaml into dir and returns its path.
+func writeConfig(t *testing.T, dir, body string) string {
 	t.Helper()
-	dir := t.TempDir()
-	cfg := fmt.Sprintf("state_dir: %s/state\nrun_dir: %s/run\nunits:\n%s", dir, dir, units)
 	path := filepath.Join(dir, "agent.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := &agentProc{log: &lockedBuf{}, socket: dir + "/run/agent.sock", done: make(chan struct{})}
+	return path
+}
+
+// runAgent runs the agent binary on the config at path, its run_dir being
+// dir/run. env nil inherits the test's environment. The agent is killed when
+// the test ends, and its log shown if the test failed.
+func runAgent(t *testing.T, dir, path string, env []string) *agentProc {
+	t.Helper()
+	a := &agentProc{log: &testenv.Buffer{}, socket: dir + "/run/agent.sock", done: make(chan struct{})}
 	a.cmd = exec.Command(agentBin, "run", "--config", path)
+	a.cmd.Env = env
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	if err := a.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -91,6 +79,14 @@ func startAgent(t *testing.T, units string) *agentProc {
 		}
 	})
 	return a
+}
+
+// startAgent runs the agent with the given units (YAML list items).
+func startAgent(t *testing.T, units string) *agentProc {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf("state_dir: %s/state\nrun_dir: %s/run\nunits:\n%s", dir, dir, units)
+	return runAgent(t, dir, writeConfig(t, dir, cfg), nil)
 }
 
 func (a *agentProc) status(t *testing.T) *status.Report {

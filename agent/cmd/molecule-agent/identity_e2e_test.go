@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,18 +27,7 @@ func TestSpotNoticeStopsUnitsInReverseOrder(t *testing.T) {
 	}
 	cfg := fmt.Sprintf("state_dir: %[1]s/state\nrun_dir: %[1]s/run\nidentity:\n  imds_endpoint: %[2]s\n  watch_interruptions: true\nunits:\n%[3]s%[4]s%[5]s",
 		dir, imds.URL, unit("db", ""), unit("app", "db"), unit("proxy", "app"))
-	path := filepath.Join(dir, "agent.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	a := &agentProc{log: &lockedBuf{}, socket: dir + "/run/agent.sock", done: make(chan struct{})}
-	a.cmd = exec.Command(agentBin, "run", "--config", path)
-	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = a.cmd.Wait(); close(a.done) }()
-	t.Cleanup(func() { _ = a.cmd.Process.Kill(); <-a.done })
+	a := runAgent(t, dir, writeConfig(t, dir, cfg), nil)
 
 	a.waitUnits(t, "ready", func(_ string, ready bool) bool { return ready })
 	imds.SetSpotAction("terminate", time.Now().Add(2*time.Minute))

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -36,26 +35,9 @@ secrets:
   jitter: 0.1
 units:
 %[5]s`, dir, prefix, ssmtest.Region, ssm.URL, strings.ReplaceAll(units, "$DIR", dir))
-	path := filepath.Join(dir, "agent.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	a := &agentProc{log: &lockedBuf{}, socket: dir + "/run/agent.sock", done: make(chan struct{})}
-	a.cmd = exec.Command(agentBin, "run", "--config", path)
-	a.cmd.Env = []string{"PATH=/usr/bin:/bin", "AWS_ACCESS_KEY_ID=" + ssmtest.AccessKeyID,
-		"AWS_SECRET_ACCESS_KEY=" + ssmtest.SecretAccessKey, "AWS_EC2_METADATA_DISABLED=true"}
-	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = a.cmd.Wait(); close(a.done) }()
-	t.Cleanup(func() {
-		_ = a.cmd.Process.Kill()
-		<-a.done
-		if t.Failed() {
-			t.Logf("agent log:\n%s", a.log.String())
-		}
-	})
+	a := runAgent(t, dir, writeConfig(t, dir, cfg), []string{"PATH=/usr/bin:/bin",
+		"AWS_ACCESS_KEY_ID=" + ssmtest.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + ssmtest.SecretAccessKey,
+		"AWS_EC2_METADATA_DISABLED=true"})
 	return a, dir
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -81,24 +80,7 @@ units:
       - {path: %[1]s/configs/.auth_token, content: "secret:workspace-auth-token"}
     ready: {http: "http://127.0.0.1:%[5]d/.well-known/agent-card.json", status: 200, interval: 200ms}
 `, dir, rig.secretsFile, wsID, tenant.URL(), port, runtimeBin, freePort(t))
-	path := filepath.Join(dir, "agent.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	a := &agentProc{log: &lockedBuf{}, socket: dir + "/run/agent.sock", done: make(chan struct{})}
-	a.cmd = exec.Command(agentBin, "run", "--config", path)
-	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = a.cmd.Wait(); close(a.done) }()
-	t.Cleanup(func() {
-		_ = a.cmd.Process.Kill()
-		<-a.done
-		if t.Failed() {
-			t.Logf("agent log:\n%s", a.log.String())
-		}
-	})
+	a := runAgent(t, dir, writeConfig(t, dir, cfg), nil)
 	rig.a = a
 	return rig
 }
