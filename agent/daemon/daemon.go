@@ -51,8 +51,6 @@ type Daemon struct {
 	sup *supervisor.Supervisor
 	// closers run after every unit has stopped (log files, proxies).
 	closers []func()
-	// desired is the control plane's desired state (nil without one).
-	desired *Desired
 
 	mu       sync.Mutex
 	notice   *identity.Notice
@@ -166,16 +164,21 @@ func (d *Daemon) Run(ctx context.Context, background ...Background) error {
 	stopUnits()
 	_ = srv.Close()
 	wg.Wait()
-	d.removeRunDir()
-	for _, c := range d.closers {
-		c()
-	}
+	d.removeSecretFiles()
+	d.close()
 	d.log.Info("agent stopped")
 	return nil
 }
 
-// removeRunDir removes what the agent put in run_dir (secret files, socket).
-func (d *Daemon) removeRunDir() {
+// close releases what runs beside the units (log files, proxies).
+func (d *Daemon) close() {
+	for _, c := range d.closers {
+		c()
+	}
+}
+
+// removeSecretFiles removes every unit's secret files.
+func (d *Daemon) removeSecretFiles() {
 	for _, u := range d.cfg.Units {
 		removeFiles(u, d.log)
 	}

@@ -41,8 +41,7 @@ func NewSecretsStore(ctx context.Context, c config.Secrets, imdsEndpoint string,
 
 // Assemble builds the daemon for cfg with every part the config asks for,
 // and the loops to run beside it.
-func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version string, o Options) (*Daemon, []Background, error) {
-	var d *Daemon
+func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version string, o Options) (d *Daemon, bg []Background, err error) {
 	// Changes are handed to a loop of their own so a slow restart never
 	// holds up the next refresh.
 	changes := &changeQueue{wake: make(chan struct{}, 1)}
@@ -54,7 +53,6 @@ func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version
 	if o.Hooks == nil {
 		o.Hooks = builtinHooks(cfg)
 	}
-	var bg []Background
 	ctrs := &containers{cfg: cfg, store: store, log: log}
 	if o.Drivers == nil {
 		o.Drivers = map[string]DriverFactory{}
@@ -71,8 +69,7 @@ func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version
 		o.Hooks[workspace.Builtin] = ws.hook
 		bg = append(bg, ws.bg...)
 	}
-	d, err = New(o)
-	if err != nil {
+	if d, err = New(o); err != nil {
 		if ws != nil {
 			ws.close()
 		}
@@ -82,19 +79,14 @@ func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version
 		d.AddSection("workspace", ws.section)
 		d.closers = append(d.closers, ws.close)
 	}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
 	if store != nil {
 		d.AddSection("secrets", func() any { return store.Status() })
-		bg = append(bg, func(ctx context.Context) { _ = store.Run(ctx) }, func(ctx context.Context) {
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-changes.wake:
-					d.MarkBoot(StepSecretsLoaded)
-					d.SecretsChanged(ctx, changes.take())
-				}
-			}
-		})
+		bg = append(bg, func(ctx context.Context) { _ = store.Run(ctx) }, d.secretChanges(changes))
 	}
 	desired := newDesired()
 	if cfg.ControlPlane.URL != "" {
@@ -102,7 +94,6 @@ func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version
 		if err != nil {
 			return nil, nil, fmt.Errorf("control_plane: %w", err)
 		}
-		d.desired = desired
 		d.AddSection("control_plane", func() any { return fleetSection(loop.Status()) })
 		bg = append(bg, func(ctx context.Context) { _ = loop.Run(ctx) })
 	}
@@ -117,6 +108,22 @@ func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version
 		bg = append(bg, d.interruptionWatch(ic, log))
 	}
 	return d, bg, nil
+}
+
+// secretChanges restarts the units using changed secrets, as the store
+// reports changes.
+func (d *Daemon) secretChanges(q *changeQueue) Background {
+	return func(ctx context.Context) {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-q.wake:
+				d.MarkBoot(StepSecretsLoaded)
+				d.SecretsChanged(ctx, q.take())
+			}
+		}
+	}
 }
 
 // changeQueue merges changed secret names until the restart loop takes them.
