@@ -65,7 +65,15 @@ type Dashboard struct {
 	mu     sync.Mutex
 	sess   map[[32]byte]time.Time // hash of session ID -> expiry
 	maxSes int
+	// fails is a bucket of failed logins allowed (refilled one a minute up
+	// to maxFails) so the admin token cannot be guessed at speed.
+	fails    float64
+	failedAt time.Time
 }
+
+// maxFails is how many failed logins in a row are allowed before the
+// login form answers 429 for a while.
+const maxFails = 10
 
 //go:embed templates/*.html
 var templates embed.FS
@@ -89,7 +97,7 @@ func New(o Options) *Dashboard {
 	return &Dashboard{
 		o: o, admin: sha256.Sum256([]byte(o.AdminToken.Reveal())), csrf: key,
 		tmpl: template.Must(template.New("").Funcs(funcs).ParseFS(templates, "templates/*.html")),
-		sess: map[[32]byte]time.Time{}, maxSes: 1000,
+		sess: map[[32]byte]time.Time{}, maxSes: 1000, fails: maxFails,
 	}
 }
 
@@ -159,8 +167,26 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad form", http.StatusBadRequest)
 		return
 	}
+	now := d.o.Now()
+	d.mu.Lock()
+	if !d.failedAt.IsZero() {
+		d.fails = min(maxFails, d.fails+now.Sub(d.failedAt).Minutes())
+		d.failedAt = now
+	}
+	throttled := d.fails < 1
+	d.mu.Unlock()
+	if throttled {
+		w.Header().Set("Retry-After", "60")
+		w.WriteHeader(http.StatusTooManyRequests)
+		d.render(w, "login.html", map[string]any{"Error": "Too many failed sign-ins; try again in a minute."})
+		return
+	}
 	got := sha256.Sum256([]byte(r.PostForm.Get("token")))
 	if subtle.ConstantTimeCompare(got[:], d.admin[:]) != 1 {
+		d.mu.Lock()
+		d.fails--
+		d.failedAt = now
+		d.mu.Unlock()
 		d.o.Logger.Warn("dashboard login refused", "remote", r.RemoteAddr)
 		w.WriteHeader(http.StatusUnauthorized)
 		d.render(w, "login.html", map[string]any{"Error": "That is not the admin token."})
@@ -169,7 +195,6 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	id := hex.EncodeToString(b)
-	now := d.o.Now()
 	d.mu.Lock()
 	for k, exp := range d.sess {
 		if !now.Before(exp) || len(d.sess) >= d.maxSes {

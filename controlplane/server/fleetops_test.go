@@ -269,4 +269,19 @@ func TestDashboardSession(t *testing.T) {
 	if strings.Contains(f.logBuf.String(), adminToken) {
 		t.Error("the log holds the admin token")
 	}
+	// Guessing is throttled: after ten failures even the right token waits.
+	codes := map[int]int{}
+	for range 12 {
+		codes[login("guess", "").StatusCode]++
+	}
+	if codes[401] != 9 || codes[429] != 3 {
+		t.Errorf("failed logins answered %v, want nine more 401s then 429s", codes)
+	}
+	if resp := login(adminToken, ""); resp.StatusCode != 429 {
+		t.Errorf("login while throttled: %d, want 429", resp.StatusCode)
+	}
+	f.clock.Add(2 * time.Minute)
+	if resp := login(adminToken, ""); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("login after the throttle: %d, want 303", resp.StatusCode)
+	}
 }
