@@ -122,6 +122,7 @@ func TestParseHooks(t *testing.T) {
 		name, json, errHas string
 	}{
 		{"ok", `{"hooks":[{"name":"prov","url":"https://p.example/h","kinds":["removed"],"secret_file":"/s"}]}`, ""},
+		{"deprovisioned alias", `{"hooks":[{"name":"prov","url":"https://p.example/h","kinds":["deprovisioned"],"secret_file":"/s"}]}`, ""},
 		{"unknown kind", `{"hooks":[{"name":"prov","url":"https://p.example/h","kinds":["nope"],"secret_file":"/s"}]}`, "hooks[0].kinds[0]"},
 		{"no secret", `{"hooks":[{"name":"prov","url":"https://p.example/h"}]}`, "hooks[0].secret_file"},
 		{"bad url", `{"hooks":[{"name":"prov","url":"ftp://x","secret_file":"/s"}]}`, "hooks[0].url"},

@@ -61,6 +61,7 @@ var hookNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 //	{"hooks": [{"name": "provisioner", "url": "https://prov.example/hooks/fleet",
 //	            "kinds": ["removed", "rollout_halted"], "secret_file": "/etc/molecule-controlplane/prov.secret"}]}
 //
+// "deprovisioned" is accepted for "removed".
 // Each secret is read from its own file so it never sits in the config.
 func LoadHooks(path string) ([]Hook, error) {
 	b, err := os.ReadFile(path)
@@ -92,6 +93,9 @@ func ParseHooks(b []byte, readFile func(string) ([]byte, error)) ([]Hook, error)
 			return nil, fmt.Errorf("%s.url: want an http(s) URL", field)
 		}
 		for j, k := range h.Kinds {
+			if k == "deprovisioned" { // the name operators use for "removed"
+				h.Kinds[j], k = KindDeprovisioned, KindDeprovisioned
+			}
 			if k != "*" && !slices.Contains(Kinds, k) {
 				return nil, fmt.Errorf("%s.kinds[%d]: unknown kind %q: want one of %s or *", field, j, k, strings.Join(Kinds, ", "))
 			}
