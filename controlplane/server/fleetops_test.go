@@ -285,3 +285,35 @@ func TestDashboardSession(t *testing.T) {
 		t.Errorf("login after the throttle: %d, want 303", resp.StatusCode)
 	}
 }
+
+func TestDerivedEvents(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.declare("i-ev")
+	reg, err := f.registerIMDS("i-ev", "boot", secret.Secret{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &fleetHost{reg: reg, rep: runs(imgA, api.UnitReady)}
+	f.beat(h) // the baseline
+	h.rep.Tunnel.ReadyConnections = 0
+	h.rep.Units[0].State = api.UnitFailed
+	f.beat(h)
+	f.srv.fleetTick(ctx)
+	f.clock.Add(3 * time.Minute) // past the default 2-minute tunnel window
+	f.srv.fleetTick(ctx)
+	if err := f.srv.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var p events.Page
+	f.adminDo("GET", "/v1/events?since=0", nil, &p)
+	got := map[string]int{}
+	for _, e := range p.Events {
+		if e.HostID == reg.HostID {
+			got[e.Kind]++
+		}
+	}
+	if got[events.KindTunnelNotReady] != 1 || got[events.KindUnitFailed] != 1 {
+		t.Errorf("events of the host = %v, want one tunnel_not_ready and one unit_failed", got)
+	}
+}
