@@ -11,6 +11,7 @@ import (
 
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 	"github.com/molecule-ai/molecule-agent/controlplane/attest"
+	"github.com/molecule-ai/molecule-agent/controlplane/rollout"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
 )
 
@@ -172,7 +173,13 @@ func (s *Server) handleGetHost(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleDeprovision(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	h, err := s.store.Deprovision(r.Context(), id, s.cfg.Now())
+	live := ""
+	if st := s.hosts.get(id); st != nil {
+		st.mu.Lock()
+		live = st.tunnelID
+		st.mu.Unlock()
+	}
+	h, err := s.store.Deprovision(r.Context(), id, live, s.cfg.Now())
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, http.StatusNotFound, "no such host", "")
 		return
@@ -185,9 +192,6 @@ func (s *Server) handleDeprovision(w http.ResponseWriter, r *http.Request) {
 	if st := s.hosts.get(id); st != nil {
 		st.mu.Lock()
 		st.status, st.dirtyStatus = store.StatusRemoved, false
-		if st.tunnelID != "" {
-			tunnel = st.tunnelID
-		}
 		st.mu.Unlock()
 	}
 	s.log.Info("host deprovisioned", "host", id, "tunnel", tunnel)
@@ -224,6 +228,10 @@ func (s *Server) handleSetChannel(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if !idRE.MatchString(name) {
 		writeError(w, http.StatusBadRequest, "channel: 1-128 of [A-Za-z0-9._:-]", "channel")
+		return
+	}
+	if err := rollout.ValidateImages(req.Images); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), "images")
 		return
 	}
 	c, err := s.store.SetChannelImages(r.Context(), name, req.Images)

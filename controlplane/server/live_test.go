@@ -241,7 +241,10 @@ func TestAdminAPI(t *testing.T) {
 	if _, err := f.admin.GetHost(ctx, "nope"); !isCode(err, 404) {
 		t.Errorf("get unknown host err = %v, want 404", err)
 	}
-	if err := f.admin.SetChannelImages(ctx, "stable", map[string]string{"platform": "ghcr.io/x@sha256:ab"}); err != nil {
+	if err := f.admin.SetChannelImages(ctx, "stable", map[string]string{"platform": "ghcr.io/x:latest"}); err == nil || !strings.Contains(err.Error(), "not pinned by digest") {
+		t.Errorf("a tag as a channel image: err = %v, want refused", err)
+	}
+	if err := f.admin.SetChannelImages(ctx, "stable", map[string]string{"platform": "ghcr.io/x@sha256:abababababababababababababababababababababababababababababababab"}); err != nil {
 		t.Fatal(err)
 	}
 	hs, _ := f.admin.ListHosts(ctx, api.HostFilter{Role: "tenant"})
@@ -250,7 +253,7 @@ func TestAdminAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp2, err := f.agent.Heartbeat(ctx, hs[0].ID, r.HostToken, report("t"))
-	if err != nil || resp2.Desired.Revision != 1 || resp2.Desired.Images["platform"] != "ghcr.io/x@sha256:ab" || resp2.Interval() != time.Second {
+	if err != nil || resp2.Desired.Revision != 1 || resp2.Desired.Images["platform"] != "ghcr.io/x@sha256:abababababababababababababababababababababababababababababababab" || resp2.Interval() != time.Second {
 		t.Errorf("heartbeat reply = %+v, %v; want revision 1 with the platform image and 1s interval", resp2, err)
 	}
 }

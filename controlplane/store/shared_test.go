@@ -77,7 +77,7 @@ func TestSharedLiveness(t *testing.T) {
 		t.Errorf("z events = %+v, want ... offline, online", evs)
 	}
 	// Deprovisioned by A: B's flush reports it.
-	if _, err := a.Deprovision(ctx, hy, t0.Add(43*time.Second)); err != nil {
+	if _, err := a.Deprovision(ctx, hy, "", t0.Add(43*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	removed, err := sb.FlushShared(ctx, []store.LiveUpdate{{HostID: hy, LastSeen: t0.Add(44 * time.Second)}}, nil)

@@ -267,7 +267,7 @@ func (s *sqlStore) Flush(ctx context.Context, updates []LiveUpdate, events []Eve
 	})
 }
 
-func (s *sqlStore) Deprovision(ctx context.Context, id string, now time.Time) (Host, error) {
+func (s *sqlStore) Deprovision(ctx context.Context, id, tunnelID string, now time.Time) (Host, error) {
 	var h Host
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		var err error
@@ -282,7 +282,10 @@ func (s *sqlStore) Deprovision(ctx context.Context, id string, now time.Time) (H
 			return nil
 		}
 		h.Status, h.UpdatedAt = StatusRemoved, now
-		if _, err := tx.ExecContext(ctx, s.q(`UPDATE hosts SET status = ?, updated_at = ? WHERE id = ?`), StatusRemoved, ms(now), id); err != nil {
+		if tunnelID != "" {
+			h.TunnelID = tunnelID
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`UPDATE hosts SET status = ?, updated_at = ?, tunnel_id = ? WHERE id = ?`), StatusRemoved, ms(now), h.TunnelID, id); err != nil {
 			return fmt.Errorf("deprovision host %s: %w", id, err)
 		}
 		return s.insertEvents(ctx, tx, []Event{{HostID: id, Type: "removed", Detail: "tunnel " + h.TunnelID, At: now}})

@@ -121,8 +121,10 @@ type Store interface {
 	// Flush writes a flush window's live state and events in one
 	// transaction. It never changes a removed host.
 	Flush(ctx context.Context, updates []LiveUpdate, events []Event) error
-	// Deprovision marks the host removed (idempotent) and returns it.
-	Deprovision(ctx context.Context, id string, now time.Time) (Host, error)
+	// Deprovision marks the host removed (idempotent) and returns it. A
+	// non-empty tunnelID is the live one (it may be newer than the last
+	// flush): it is saved and recorded in the removed event.
+	Deprovision(ctx context.Context, id, tunnelID string, now time.Time) (Host, error)
 	Events(ctx context.Context, hostID string, limit int) ([]Event, error)
 	SetChannelImages(ctx context.Context, name string, images map[string]string) (Channel, error)
 	Channels(ctx context.Context) ([]Channel, error)

@@ -131,7 +131,7 @@ func suite(t *testing.T, newDSN func(t *testing.T) string) {
 		if err != nil || h3.ID != h.ID || h3.BootID != "boot2" {
 			t.Fatalf("second boot with current token = %+v, %v", h3, err)
 		}
-		if _, err := s.Deprovision(ctx, h.ID, t0); err != nil {
+		if _, err := s.Deprovision(ctx, h.ID, "", t0); err != nil {
 			t.Fatal(err)
 		}
 		if _, _, err := s.Register(ctx, reg("ec2:i-1", "boot2", "tok5", store.HashToken("tok4"))); !errors.Is(err, store.ErrRemoved) {
@@ -160,7 +160,7 @@ func suite(t *testing.T, newDSN func(t *testing.T) string) {
 			}
 			ids = append(ids, h.ID)
 		}
-		if _, err := s.Deprovision(ctx, ids[2], t0); err != nil {
+		if _, err := s.Deprovision(ctx, ids[2], "", t0); err != nil {
 			t.Fatal(err)
 		}
 		before := s.Stats().WriteTx
@@ -230,7 +230,7 @@ func suite(t *testing.T, newDSN func(t *testing.T) string) {
 
 	t.Run("deprovision", func(t *testing.T) {
 		s := openDSN(t, newDSN(t))
-		if _, err := s.Deprovision(ctx, "nope", t0); !errors.Is(err, store.ErrNotFound) {
+		if _, err := s.Deprovision(ctx, "nope", "", t0); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("deprovision unknown err = %v, want ErrNotFound", err)
 		}
 		h, _, _ := s.Register(ctx, reg("z", "boot", "t", ""))
@@ -238,7 +238,7 @@ func suite(t *testing.T, newDSN func(t *testing.T) string) {
 			t.Fatal(err)
 		}
 		for i := range 2 {
-			got, err := s.Deprovision(ctx, h.ID, t0)
+			got, err := s.Deprovision(ctx, h.ID, "", t0)
 			if err != nil || got.TunnelID != "tun-z" || got.Status != store.StatusRemoved {
 				t.Errorf("deprovision #%d = %+v, %v; want removed with tunnel tun-z", i+1, got, err)
 			}
