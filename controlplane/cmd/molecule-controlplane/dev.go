@@ -57,7 +57,7 @@ a token.`,
 					fmt.Fprintf(out, "enrollment token not created: %v\n", err)
 					enrollFile = "(none)"
 				}
-				fmt.Fprintf(out, "control plane: %s\nadmin token file: %s\nenrollment token file: %s\n", url, o.adminTokenFile, enrollFile)
+				fmt.Fprintf(out, "control plane: %s\ndashboard: %s/dashboard (sign in with the admin token)\nadmin token file: %s\nenrollment token file: %s\n", url, url, o.adminTokenFile, enrollFile)
 			})
 		},
 	}
