@@ -8,7 +8,7 @@ GO      ?= go
 PKGS    := ./...
 BIN     := bin
 
-.PHONY: help build agent controlplane cloudflared deb run test lint fmt fuzz bench bench-agent bench-cp bench-containers bench-boot clean
+.PHONY: help build agent controlplane cloudflared deb run test lint fmt fuzz screenshot bench bench-agent bench-cp bench-containers bench-boot clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ fuzz: ## run every fuzzer for 20 s
 	@for p in $$(grep -rl --include='*_test.go' '^func Fuzz' agent bootstrap controlplane | xargs -n1 dirname | sort -u); do \
 		for f in $$(grep -h '^func Fuzz' $$p/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
 			echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s ./$$p || exit 1; done; done
+
+screenshot: ## refresh controlplane/dashboard/testdata/screenshot.png (headless Chromium)
+	UPDATE_SCREENSHOT=1 $(GO) test -count=1 -run TestDashboardInChromium ./controlplane/dashboard
 
 bench: bench-agent bench-cp bench-containers bench-boot ## measure the numbers of design.md §4 (needs root and Docker; see README "Performance")
 
