@@ -117,7 +117,8 @@ func (t *table) all() []*hostState {
 
 // sweep marks silent online hosts offline. A host's silence is counted from
 // its last heartbeat or from the server's start, whichever is later, so a
-// restarted control plane declares nobody offline for one full window. When
+// restarted control plane declares nobody offline for one full window (or
+// the longer RestartHold). When
 // more than the mass-silence share of online hosts are silent at once, the
 // control plane assumes the fault is its own (its network, its clock, its
 // load balancer) and marks nobody offline until they are heard again.
@@ -134,7 +135,7 @@ func (s *Server) sweep(now time.Time) {
 		h.mu.Lock()
 		if h.status == store.StatusOnline {
 			online++
-			quiet := now.Sub(later(h.lastSeen, s.started))
+			quiet := now.Sub(later(h.lastSeen, s.quietFrom()))
 			if quiet > suspect {
 				silent++
 			}
@@ -150,7 +151,7 @@ func (s *Server) sweep(now time.Time) {
 	var evs []store.Event
 	for _, h := range overdue {
 		h.mu.Lock()
-		if h.status == store.StatusOnline && now.Sub(later(h.lastSeen, s.started)) > after {
+		if h.status == store.StatusOnline && now.Sub(later(h.lastSeen, s.quietFrom())) > after {
 			h.status, h.dirtyStatus = store.StatusOffline, true
 			evs = append(evs, store.Event{HostID: h.id, Type: "offline", Detail: "silent since " + h.lastSeen.UTC().Format(time.RFC3339), At: now})
 			s.log.Info("host offline", "host", h.id, "last_seen", h.lastSeen)

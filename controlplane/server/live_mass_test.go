@@ -83,3 +83,30 @@ func TestShedAnswers429WithRetryAfter(t *testing.T) {
 		t.Fatalf("heartbeat over budget = %v, want 429 with Retry-After 1s (one interval)", err)
 	}
 }
+
+// TestRestartHold: after its start the server marks nobody offline for
+// RestartHold, then judges silence as usual.
+func TestRestartHold(t *testing.T) {
+	f := newFixture(t)
+	r := f.enroll("m-hold")
+	f.srv.cfg.RestartHold = 10 * time.Second // agents may back off this long
+	// The host was last heard before the server started (a restart).
+	h := f.srv.hosts.get(r.HostID)
+	h.mu.Lock()
+	h.lastSeen = f.srv.started.Add(-time.Minute)
+	h.mu.Unlock()
+	tests := []struct {
+		after time.Duration
+		want  string
+	}{
+		{5 * time.Second, api.StatusOnline},   // past one window (1.5 s here), within the hold
+		{9 * time.Second, api.StatusOnline},   // still within the hold
+		{11 * time.Second, api.StatusOffline}, // the hold passed
+	}
+	for _, tt := range tests {
+		f.srv.sweep(f.srv.started.Add(tt.after))
+		if got := f.hostStatus(r.HostID); got != tt.want {
+			t.Errorf("%s after the start: host %s, want %s", tt.after, got, tt.want)
+		}
+	}
+}

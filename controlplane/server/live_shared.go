@@ -41,6 +41,12 @@ func newLiveMetrics(reg *prometheus.Registry) *liveMetrics {
 	return m
 }
 
+// quietFrom is when silence starts counting for a host not heard since
+// the server started: so that nobody is offline before RestartHold passes.
+func (s *Server) quietFrom() time.Time {
+	return s.started.Add(s.cfg.RestartHold - s.offlineAfter())
+}
+
 // suspectAfter is how long a host may be quiet before it counts as silent
 // for the mass-silence guard: halfway between the most a live host can be
 // quiet (1.1 intervals of jitter, plus a flush window of lag when judged
@@ -97,7 +103,7 @@ func (s *Server) sweepShared(ctx context.Context, now time.Time) {
 		return
 	}
 	after := s.offlineAfter()
-	if now.Sub(s.started) <= after {
+	if now.Sub(s.started) <= s.cfg.RestartHold {
 		return // after our own restart, one full window before anyone is offline
 	}
 	if now.Sub(s.shared.LastFailure()) <= after {

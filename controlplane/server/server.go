@@ -57,6 +57,11 @@ type Config struct {
 	// marked offline. Default 0.5; 1 or more disables the guard.
 	MassSilenceShare float64
 	MassSilenceMin   int
+	// RestartHold is how long after its own start the control plane
+	// marks nobody offline (default and minimum: one window, 3 intervals +
+	// grace). Raise it above the agents' longest retry backoff plus an
+	// interval when they may still be backing off from an outage.
+	RestartHold time.Duration
 	// Unshared keeps liveness in this process even on PostgreSQL (one
 	// replica only). By default a PostgreSQL store is shared: replicas
 	// flush heartbeats into it and the sweeper-lock holder judges.
@@ -137,6 +142,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.MassSilenceMin <= 0 {
 		cfg.MassSilenceMin = 10
 	}
+	cfg.RestartHold = max(cfg.RestartHold, 3*cfg.Interval+cfg.Grace)
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, store: cfg.Store, adminH: sha(cfg.AdminToken.Reveal()),
 		started: cfg.Now(), hosts: newTable(), channels: map[string]store.Channel{}, replies: map[string][]byte{},

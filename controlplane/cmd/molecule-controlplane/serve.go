@@ -29,6 +29,7 @@ type serveOpts struct {
 	hostRate, hostBurst                  float64
 	shedFactor, massShare                float64
 	massMin                              int
+	restartHold                          time.Duration
 	fleet                                fleetOpts
 }
 
@@ -47,6 +48,7 @@ func (o *serveOpts) flags(cmd *cobra.Command, defaultDB string) {
 	f.Float64Var(&o.shedFactor, "shed-factor", 1.5, "agent requests per second allowed above which the server answers 429 + Retry-After, as a multiple of hosts/interval (at least 200/s); negative disables")
 	f.Float64Var(&o.massShare, "mass-silence-share", 0.5, "when more than this share of online hosts are silent at once, mark nobody offline (1 disables)")
 	f.IntVar(&o.massMin, "mass-silence-min", 10, "fewest silent hosts that can be a mass silence")
+	f.DurationVar(&o.restartHold, "restart-hold", 0, "after a start, mark nobody offline for this long (default and minimum: 3 intervals + grace); set above the agents' longest retry backoff")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	o.fleet.flags(cmd)
 }
@@ -109,7 +111,8 @@ func serve(ctx context.Context, o serveOpts, admin secret.Secret, ready func(url
 	srv, err := server.New(ctx, server.Config{
 		Store: st, Verifier: verifier, AdminToken: admin, Logger: log, Registry: reg,
 		Interval: o.interval, Grace: o.grace, FlushWindow: o.flushWindow, HostRate: o.hostRate, HostBurst: o.hostBurst,
-		ShedFactor: o.shedFactor, MassSilenceShare: o.massShare, MassSilenceMin: o.massMin, Fleet: fleet,
+		ShedFactor: o.shedFactor, MassSilenceShare: o.massShare, MassSilenceMin: o.massMin,
+		RestartHold: o.restartHold, Fleet: fleet,
 	})
 	if err != nil {
 		return err
