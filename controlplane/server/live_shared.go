@@ -168,15 +168,19 @@ func (s *Server) loadShared(ctx context.Context, id string) *hostState {
 	return s.hosts.putIfAbsent(st)
 }
 
+// reloadEvery bounds how often a host that presents an unknown token is
+// read again from shared storage.
+const reloadEvery = 100 * time.Millisecond
+
 // reloadShared refreshes a host's token and status from shared storage
-// (another replica may have registered it again), at most once a second. It
-// reports whether anything was reloaded.
+// (another replica may have registered it again), at most once per
+// reloadEvery. It reports whether anything was reloaded.
 func (s *Server) reloadShared(ctx context.Context, st *hostState, now time.Time) bool {
 	if s.shared == nil {
 		return false
 	}
 	st.mu.Lock()
-	if now.Sub(st.reloaded) < time.Second {
+	if now.Sub(st.reloaded) < reloadEvery {
 		st.mu.Unlock()
 		return false
 	}
