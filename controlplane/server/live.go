@@ -164,6 +164,13 @@ func (s *Server) sweep(now time.Time) {
 	}
 }
 
+// sweepEvery is how often liveness is judged: a tenth of the interval,
+// between 100 ms and 1 s, so a host is offline at most that long after its
+// window.
+func (s *Server) sweepEvery() time.Duration {
+	return min(max(s.cfg.Interval/10, 100*time.Millisecond), time.Second, s.cfg.FlushWindow)
+}
+
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a

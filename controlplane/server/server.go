@@ -210,10 +210,10 @@ func (s *Server) routes() {
 // Handler returns the HTTP handler of the whole API.
 func (s *Server) Handler() http.Handler { return s.mux }
 
-// Run sweeps liveness every second and flushes live state every window
+// Run sweeps liveness every tenth of an interval (100 ms to 1 s) and flushes live state every window
 // until ctx ends, then flushes once more.
 func (s *Server) Run(ctx context.Context) error {
-	sweep := time.NewTicker(min(time.Second, s.cfg.FlushWindow))
+	sweep := time.NewTicker(s.sweepEvery())
 	defer sweep.Stop()
 	flush := time.NewTicker(s.cfg.FlushWindow)
 	defer flush.Stop()
