@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,9 +21,6 @@ var (
 	envKeyRe     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	secretNameRe = regexp.MustCompile(`^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$`)
 )
-
-// Roles the agent knows.
-var roles = map[string]bool{"": true, "tenant": true, "workspace": true}
 
 // FieldError is a validation error about one field.
 type FieldError struct {
@@ -39,8 +37,8 @@ func fieldErr(path, format string, args ...any) error {
 // Validate checks the whole config and returns the first problem found,
 // naming its field path.
 func (c *Config) Validate() error {
-	if !roles[c.Role] {
-		return fieldErr("role", "%q is not a role; use tenant, workspace or leave it empty", c.Role)
+	if c.Role != "" && !slices.Contains(Roles(), c.Role) {
+		return fieldErr("role", "%q is not a role; use %s or leave it empty", c.Role, strings.Join(Roles(), ", "))
 	}
 	if !filepath.IsAbs(c.StateDir) {
 		return fieldErr("state_dir", "must be an absolute path")

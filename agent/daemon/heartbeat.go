@@ -62,6 +62,9 @@ func (d *Daemon) Heartbeat(bootID string, appliedRevision int64) api.HeartbeatRe
 	}
 	d.mu.Lock()
 	hb.Boot = append([]api.BootStep(nil), d.boot...)
+	if d.notice != nil {
+		hb.Interruption = d.notice.String()
+	}
 	d.mu.Unlock()
 	return hb
 }

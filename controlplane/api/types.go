@@ -127,6 +127,10 @@ type HeartbeatRequest struct {
 	Boot            []BootStep     `json:"boot,omitempty"`
 	AppliedRevision int64          `json:"applied_revision"`
 	Updates         []UpdateStatus `json:"updates,omitempty"`
+	// Interruption is set once EC2 announced the instance is going away
+	// (spot interruption or Auto Scaling termination); the agent has
+	// stopped its units.
+	Interruption string `json:"interruption,omitempty"`
 }
 
 // DesiredState is what the control plane wants the host to run.
