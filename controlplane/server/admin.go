@@ -213,6 +213,10 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		s.internal(w, "list events", err)
 		return
 	}
+	// Transitions not flushed yet (ID 0) come last, so that an event is
+	// listed as soon as the status it explains.
+	evs = append(evs, s.pendingEvents(r.URL.Query().Get("host"))...)
+	evs = evs[max(0, len(evs)-limit):]
 	out := api.EventList{Events: []api.Event{}}
 	for _, e := range evs {
 		out.Events = append(out.Events, api.Event{ID: e.ID, HostID: e.HostID, Type: e.Type, Detail: e.Detail, At: e.At})

@@ -164,6 +164,20 @@ func (s *Server) sweep(now time.Time) {
 	}
 }
 
+// pendingEvents returns the events not flushed yet, of one host or ("")
+// of all.
+func (s *Server) pendingEvents(host string) []store.Event {
+	s.evMu.Lock()
+	defer s.evMu.Unlock()
+	var out []store.Event
+	for _, e := range s.pending {
+		if host == "" || e.HostID == host {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // sweepEvery is how often liveness is judged: a tenth of the interval,
 // between 100 ms and 1 s, so a host is offline at most that long after its
 // window.

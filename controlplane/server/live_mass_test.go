@@ -110,3 +110,18 @@ func TestRestartHold(t *testing.T) {
 		}
 	}
 }
+
+// TestEventsListedBeforeFlush: an offline event is listed as soon as the
+// host shows offline, before the flush writes it.
+func TestEventsListedBeforeFlush(t *testing.T) {
+	f := newFixture(t)
+	r := f.enroll("m-ev")
+	f.srv.sweep(f.srv.started.Add(time.Minute))
+	if got := f.hostStatus(r.HostID); got != api.StatusOffline {
+		t.Fatalf("host = %s, want offline", got)
+	}
+	evs, err := f.admin.Events(context.Background(), r.HostID)
+	if err != nil || len(evs) == 0 || evs[len(evs)-1].Type != api.EventOffline {
+		t.Fatalf("events = %+v, %v; want the unflushed offline event last", evs, err)
+	}
+}
