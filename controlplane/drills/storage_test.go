@@ -117,7 +117,8 @@ func TestSQLiteDiskFull(t *testing.T) {
 	}
 }
 
-// TestPostgresRestartMidLoad: PostgreSQL crashes and restarts under load.
+// TestPostgresRestartMidLoad: PostgreSQL crashes and restarts under load,
+// repeatedly, for two windows.
 // Heartbeats keep being answered, nobody is marked offline, the sweeper
 // lock is taken again and every host's state reaches the database.
 func TestPostgresRestartMidLoad(t *testing.T) {
@@ -139,12 +140,18 @@ func TestPostgresRestartMidLoad(t *testing.T) {
 	f.Start(ctx)
 	time.Sleep(window + interval) // under load, past the restart window (the scenario)
 
+	// It crashes and restarts again and again for two windows: the flushes,
+	// the sweeper's census and its lock connection keep failing.
 	crash := time.Now()
-	if err := pg.Restart(ctx); err != nil {
-		t.Fatal(err)
+	restarts := 0
+	for time.Since(crash) < 2*window {
+		if err := pg.Restart(ctx); err != nil {
+			t.Fatal(err)
+		}
+		restarts++
 	}
 	back := time.Now()
-	t.Logf("PostgreSQL down for %s", back.Sub(crash).Round(time.Millisecond))
+	t.Logf("PostgreSQL crashed and restarted %d times in %s", restarts, back.Sub(crash).Round(time.Millisecond))
 	flushes := c.metric(t, "molecule_cp_flushes_total")
 	eventually(t, testenv.Short, "flushes succeeding again", func() bool {
 		return c.metric(t, "molecule_cp_flushes_total") >= flushes+2
@@ -153,6 +160,9 @@ func TestPostgresRestartMidLoad(t *testing.T) {
 		h, err := c.health()
 		return err == nil && h.Sweeper
 	})
+	if n := c.metric(t, "molecule_cp_sweeper_lock_acquired_total"); n < 2 {
+		t.Errorf("sweeper lock taken %v times, want lost with the database and taken again", n)
+	}
 	time.Sleep(2 * window) // long enough for a wrong offline to show
 	if w := f.Window(crash, time.Now()); w.Errors != 0 || w.Heartbeats == 0 {
 		t.Errorf("across the database restart: %d heartbeats answered, %d errors; want all answered", w.Heartbeats, w.Errors)
