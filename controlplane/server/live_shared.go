@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -219,4 +220,30 @@ func (s *Server) refreshChannels(ctx context.Context) {
 // without shared storage, while it holds the sweeper lock with it.
 func (s *Server) Leader() bool {
 	return s.shared == nil || s.leader.Load()
+}
+
+// statusCounts caches the stored host counts by status for a second, so
+// that one scrape of /metrics reads them once.
+type statusCounts struct {
+	mu     sync.Mutex
+	at     time.Time
+	counts map[string]int
+}
+
+// sharedCount is the number of stored hosts with status, from shared
+// storage (-1 when it cannot be read).
+func (s *Server) sharedCount(status string) int {
+	c := &s.counts
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) > time.Second {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		counts, err := s.shared.CountByStatus(ctx)
+		if err != nil {
+			return -1
+		}
+		c.at, c.counts = time.Now(), counts
+	}
+	return c.counts[status]
 }

@@ -99,6 +99,9 @@ func TestSharedReplicas(t *testing.T) {
 	if h, _ := b.admin.GetHost(ctx, reg.HostID); h.Status != api.StatusOffline {
 		t.Errorf("host silent 5 s, seen from replica B = %s, want offline", h.Status)
 	}
+	if n := b.srv.countStatus(store.StatusOffline); n != 1 {
+		t.Errorf("replica B counts %d offline hosts for /metrics, want the stored 1", n)
+	}
 	// It beats at B again: B's flush brings it back online with an event.
 	clk.Add(time.Second)
 	if _, err := b.agent.Heartbeat(ctx, reg.HostID, again.HostToken, report("tun-1")); err != nil {

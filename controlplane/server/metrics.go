@@ -69,6 +69,9 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 }
 
 func (s *Server) countStatus(status string) int {
+	if s.shared != nil { // other replicas change statuses: count what is stored
+		return s.sharedCount(status)
+	}
 	n := 0
 	for _, h := range s.hosts.all() {
 		h.mu.Lock()

@@ -96,6 +96,7 @@ type Server struct {
 	lm     *liveMetrics
 	leader atomic.Bool
 	inMass atomic.Bool
+	counts statusCounts // stored host counts, with shared liveness
 
 	regMu [64]sync.Mutex
 

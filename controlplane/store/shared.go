@@ -36,6 +36,8 @@ type Shared interface {
 	Leader(ctx context.Context) (bool, error)
 	// Resign releases the sweeper lock, if held.
 	Resign()
+	// CountByStatus counts the stored hosts by status.
+	CountByStatus(ctx context.Context) (map[string]int, error)
 	// LastFailure is when a call above last failed (zero: never). The
 	// database may then be missing flushes, so the sweeper waits a full
 	// window after it before judging anyone.
@@ -169,6 +171,24 @@ func (p *pgShared) flush(ctx context.Context, updates []LiveUpdate, events []Eve
 		return nil, err
 	}
 	return removed, nil
+}
+
+func (p *pgShared) CountByStatus(ctx context.Context) (map[string]int, error) {
+	rows, err := p.s.db.QueryContext(ctx, `SELECT status, count(*) FROM hosts GROUP BY status`)
+	if err != nil {
+		return nil, fmt.Errorf("count hosts by status: %w", err)
+	}
+	defer func() { _ = rows.Close() }()
+	out := map[string]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, fmt.Errorf("count hosts by status: %w", err)
+		}
+		out[st] = n
+	}
+	return out, rows.Err()
 }
 
 func (p *pgShared) Census(ctx context.Context, suspect, cutoff time.Time) (Census, error) {
