@@ -119,6 +119,16 @@ func Backoff(lo, hi time.Duration, failures int, retryAfter time.Duration) time.
 	return max(d, retryAfter)
 }
 
+// maxBackoff caps retries at the heartbeat interval once the server has
+// given one: a host that retried less often than it beats would be judged
+// offline after a control-plane outage longer than its offline window.
+func (l *Loop) maxBackoff(interval time.Duration) time.Duration {
+	if interval > 0 && interval < l.cfg.MaxBackoff {
+		return max(interval, l.cfg.MinBackoff)
+	}
+	return l.cfg.MaxBackoff
+}
+
 // jitter spreads interval by ±10%.
 func jitter(interval time.Duration) time.Duration {
 	return interval - interval/10 + rand.N(interval/5+1)
@@ -178,7 +188,7 @@ func (l *Loop) Run(ctx context.Context) error {
 				return nil
 			}
 			retryAfter = l.failed(err, "register", &failures)
-			wait = Backoff(l.cfg.MinBackoff, l.cfg.MaxBackoff, failures, retryAfter)
+			wait = Backoff(l.cfg.MinBackoff, l.maxBackoff(interval), failures, retryAfter)
 			continue
 		}
 		resp, err := l.cfg.Client.Heartbeat(ctx, st.HostID, tok, l.cfg.Snapshot())
@@ -203,7 +213,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			return nil
 		default:
 			retryAfter = l.failed(err, "heartbeat", &failures)
-			wait = Backoff(l.cfg.MinBackoff, l.cfg.MaxBackoff, failures, retryAfter)
+			wait = Backoff(l.cfg.MinBackoff, l.maxBackoff(interval), failures, retryAfter)
 		}
 	}
 }
