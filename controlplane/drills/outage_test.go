@@ -87,24 +87,39 @@ func (a *arrivals) peak(from, to time.Time, width time.Duration) int {
 // return (143 of 1,000 were marked offline when measured), so the control
 // plane must then hold offline judgements for that cap plus a window
 // (--restart-hold).
+//
+// The last case is the issue's own scale: a 10 s interval, 60 s down, and
+// agent/fleet's default backoff (which caps itself at the interval).
 func TestControlPlaneDown(t *testing.T) {
 	if testing.Short() {
-		t.Skip("drill: 1,000 agents for about 30 s per case")
+		t.Skip("drill: 1,000 agents for about 30 s per case, 4 min at full scale")
 	}
+	scaled := outageScale{interval: interval, grace: grace, outage: outage}
+	full := outageScale{interval: 10 * time.Second, grace: 2 * time.Second, outage: 60 * time.Second}
 	tests := []struct {
 		name       string
+		sc         outageScale
 		maxBackoff time.Duration
 		cpArgs     []string
 	}{
-		{"agents back off at most one interval", interval, nil},
-		{"agents with the default 1 min cap, restart hold", 6 * interval, []string{"--restart-hold", (6*interval + window).String()}},
+		{"scaled 10x: agents back off at most one interval", scaled, interval, nil},
+		{"scaled 10x: agents with a 1 min cap, restart hold", scaled, 6 * interval, []string{"--restart-hold", (6*interval + window).String()}},
+		{"full scale: 10 s interval, 60 s down, fleet defaults", full, 0,
+			[]string{"--interval", "10s", "--grace", "2s", "--flush-window", "5s"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) { controlPlaneDown(t, tt.maxBackoff, tt.cpArgs) })
+		t.Run(tt.name, func(t *testing.T) { controlPlaneDown(t, tt.sc, tt.maxBackoff, tt.cpArgs) })
 	}
 }
 
-func controlPlaneDown(t *testing.T, maxBackoff time.Duration, cpArgs []string) {
+// outageScale sets the time scale of the outage drill.
+type outageScale struct{ interval, grace, outage time.Duration }
+
+func (s outageScale) window() time.Duration { return 3*s.interval + s.grace }
+
+// controlPlaneDown runs the drill; maxBackoff 0 keeps agent/fleet's default.
+func controlPlaneDown(t *testing.T, sc outageScale, maxBackoff time.Duration, cpArgs []string) {
+	interval, window, outage := sc.interval, sc.window(), sc.outage
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dir := t.TempDir()
@@ -146,7 +161,7 @@ func controlPlaneDown(t *testing.T, maxBackoff time.Duration, cpArgs []string) {
 				return api.HeartbeatRequest{AgentVersion: "drill", BootID: fmt.Sprintf("boot-%d", i),
 					Units: []api.UnitStatus{{Name: "runtime", State: api.UnitReady}}}
 			},
-			MinBackoff: interval / 10, MaxBackoff: maxBackoff,
+			MinBackoff: min(interval/10, time.Second), MaxBackoff: maxBackoff,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -171,8 +186,8 @@ func controlPlaneDown(t *testing.T, maxBackoff time.Duration, cpArgs []string) {
 	c.kill()
 	time.Sleep(outage) // the outage itself
 	c.start()
-	up := time.Now().Add(-50 * time.Millisecond) // it answered healthz within one poll
-	time.Sleep(2*window + maxBackoff + interval) // past the restart window: a wrong offline would show
+	up := time.Now().Add(-50 * time.Millisecond)                // it answered healthz within one poll
+	time.Sleep(2*window + max(maxBackoff, interval) + interval) // past the restart window: a wrong offline would show
 
 	first := rec.count(up, up.Add(interval))
 	peak := rec.peak(up, up.Add(3*interval), interval)
