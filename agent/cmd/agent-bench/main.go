@@ -58,7 +58,7 @@ units:
   - name: crashy
     command: /bin/sleep
     args: ["100000"]
-    restart: {stable_after: 500ms}
+    restart: {stable_after: 500ms, budget: 1000}
 `
 
 func run(agent string, kills int) error {
