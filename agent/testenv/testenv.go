@@ -6,9 +6,11 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -95,4 +97,24 @@ func (s *Buffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Import paths of the project's two binaries, for GoBuild.
+const (
+	AgentPackage        = "github.com/molecule-ai/molecule-agent/agent/cmd/molecule-agent"
+	ControlPlanePackage = "github.com/molecule-ai/molecule-agent/controlplane/cmd/molecule-controlplane"
+)
+
+// GoBuild builds the main package pkg (an import path) with CGO off into
+// dir/name and returns the binary's path. Extra arguments go to go build
+// before the package (e.g. "-ldflags", "-X main.version=test").
+func GoBuild(dir, name, pkg string, extra ...string) (string, error) {
+	out := filepath.Join(dir, name)
+	args := append(append([]string{"build", "-o", out}, extra...), pkg)
+	cmd := exec.Command("go", args...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+	}
+	return out, nil
 }

@@ -35,10 +35,9 @@ func agentBinary(t *testing.T) string {
 		return p
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "molecule-agent")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/molecule-ai/molecule-agent/agent/cmd/molecule-agent").CombinedOutput()
+	bin, err := testenv.GoBuild(dir, "molecule-agent", testenv.AgentPackage)
 	if err != nil {
-		t.Fatalf("build molecule-agent: %v\n%s", err, out)
+		t.Fatal(err)
 	}
 	t.Setenv(agentBinEnv, bin)
 	return bin

@@ -44,8 +44,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	if goTool, err := exec.LookPath("go"); err == nil {
-		if runtimeBin, err = workspacetest.BuildRuntime(goTool, dir); err != nil {
+	if _, err := exec.LookPath("go"); err == nil {
+		if runtimeBin, err = workspacetest.BuildRuntime(dir); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}

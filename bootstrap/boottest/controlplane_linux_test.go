@@ -29,11 +29,9 @@ type controlPlane struct {
 func startControlPlane(t *testing.T, ctx context.Context, m *machine) *controlPlane {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "molecule-controlplane")
-	build := exec.Command("go", "build", "-o", bin, "./controlplane/cmd/molecule-controlplane")
-	build.Dir = repoRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build control plane: %v\n%s", err, out)
+	bin, err := testenv.GoBuild(dir, "molecule-controlplane", testenv.ControlPlanePackage)
+	if err != nil {
+		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "dev", "--dir", filepath.Join(dir, "cp"), "--listen", m.hostIP+":0", "--interval", "1s")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

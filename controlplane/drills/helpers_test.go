@@ -45,9 +45,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	cpBin = filepath.Join(dir, "molecule-controlplane")
-	if out, err := exec.Command("go", "build", "-o", cpBin, "github.com/molecule-ai/molecule-agent/controlplane/cmd/molecule-controlplane").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build molecule-controlplane: %v\n%s", err, out)
+	if cpBin, err = testenv.GoBuild(dir, "molecule-controlplane", testenv.ControlPlanePackage); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()

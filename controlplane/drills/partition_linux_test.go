@@ -39,11 +39,7 @@ var (
 func buildAgent(t *testing.T) string {
 	t.Helper()
 	agentOnce.Do(func() {
-		agentBin = filepath.Join(filepath.Dir(cpBin), "molecule-agent")
-		out, err := exec.Command("go", "build", "-o", agentBin, "github.com/molecule-ai/molecule-agent/agent/cmd/molecule-agent").CombinedOutput()
-		if err != nil {
-			agentErr = fmt.Errorf("build molecule-agent: %v\n%s", err, out)
-		}
+		agentBin, agentErr = testenv.GoBuild(filepath.Dir(cpBin), "molecule-agent", testenv.AgentPackage)
 	})
 	if agentErr != nil {
 		t.Fatal(agentErr)

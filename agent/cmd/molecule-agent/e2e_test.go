@@ -27,14 +27,12 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	agentBin = filepath.Join(dir, "molecule-agent")
-	cpBin = filepath.Join(dir, "molecule-controlplane")
-	for bin, pkg := range map[string]string{agentBin: ".", cpBin: "../../../controlplane/cmd/molecule-controlplane"} {
-		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
-			os.Exit(1)
-		}
+	if agentBin, err = testenv.GoBuild(dir, "molecule-agent", testenv.AgentPackage); err == nil {
+		cpBin, err = testenv.GoBuild(dir, "molecule-controlplane", testenv.ControlPlanePackage)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

@@ -47,7 +47,7 @@ const wsID = "6f1c1c3e-9a55-4c8e-8f0a-3c1d2b4a5e6f"
 func startWorkspaceAgent(t *testing.T, tenant *workspacetest.Tenant, fileToken string) *workspaceRig {
 	t.Helper()
 	dir := t.TempDir()
-	runtimeBin, err := workspacetest.BuildRuntime("go", dir)
+	runtimeBin, err := workspacetest.BuildRuntime(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -113,8 +113,8 @@ func TestTenantContract(t *testing.T) {
 // registers with the token from the file, heartbeats, serves its card, and
 // refuses to start without config.yaml.
 func TestStandinRuntime(t *testing.T) {
-	goTool := testenv.RequireBinary(t, "go")
-	bin, err := workspacetest.BuildRuntime(goTool, t.TempDir())
+	testenv.RequireBinary(t, "go")
+	bin, err := workspacetest.BuildRuntime(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,9 +61,9 @@ func freePortNum(t *testing.T) int {
 
 func buildAgent(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "molecule-agent")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../../agent/cmd/molecule-agent").CombinedOutput(); err != nil {
-		t.Fatalf("build molecule-agent: %v\n%s", err, out)
+	bin, err := testenv.GoBuild(t.TempDir(), "molecule-agent", testenv.AgentPackage)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
