@@ -47,9 +47,11 @@ func TestUpdateCommitsHealthyVersion(t *testing.T) {
 			t.Errorf("Status at step %s = %+v, want phase %s to v2", step, got, want)
 		}
 	}
-	// v2 shares its one layer with v1, so the pull finds it present.
-	if p := seen[stepCreatingNew].Pull; p.Layers != 1 || p.Current != p.Total {
-		t.Errorf("pull progress after the pull = %+v, want 1 layer, complete", p)
+	// v2 shares its one layer with v1, so the pull finds it present (and
+	// reports no layer at all when another test already pulled the same
+	// image content from its own registry).
+	if p := seen[stepCreatingNew].Pull; p.Layers > 1 || p.Current != p.Total {
+		t.Errorf("pull progress after the pull = %+v, want at most 1 layer, complete", p)
 	}
 	t.Cleanup(in.(*Instance).Detach)
 	if in.ID() == old.ID() {
