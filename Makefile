@@ -54,8 +54,9 @@ screenshot: ## refresh controlplane/dashboard/testdata/screenshot.png (headless 
 
 bench: bench-agent bench-cp bench-containers bench-boot ## measure the numbers of design.md §4 (needs root and Docker; see README "Performance")
 
-bench-agent: agent cloudflared ## agent RSS, start → units started, crash → restart, cloudflared restart
+bench-agent: agent cloudflared ## agent RSS (idle and tenant-shaped), start → units started, crash → restart, cloudflared restart
 	$(GO) run ./agent/cmd/agent-bench --agent $(BIN)/molecule-agent --cloudflared $(BIN)/cloudflared
+	$(GO) test -count=1 -run '^$$' -bench BenchmarkTenantRSS -benchtime 1x ./agent/cmd/molecule-agent | grep MiB-rss
 
 bench-cp: controlplane ## control plane: heartbeats/s, latency, transactions per flush, detection (SQLite and PostgreSQL)
 	$(GO) run ./controlplane/cmd/cp-bench --binary $(BIN)/molecule-controlplane

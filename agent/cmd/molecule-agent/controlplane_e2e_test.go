@@ -46,7 +46,7 @@ type cpProc struct {
 
 // startCP runs the real control plane binary (`dev`: SQLite, admin and
 // enrollment token files) with a 1 s heartbeat interval.
-func startCP(t *testing.T, dir, listen string) *cpProc {
+func startCP(t testing.TB, dir, listen string) *cpProc {
 	t.Helper()
 	c := &cpProc{dir: dir, done: make(chan struct{}), log: &testenv.Buffer{}}
 	c.cmd = exec.Command(cpBin, "dev", "--dir", dir, "--listen", listen, "--interval", "1s",
@@ -93,7 +93,7 @@ func (c *cpProc) stop() {
 	}
 }
 
-func (c *cpProc) admin(t *testing.T) *api.Client {
+func (c *cpProc) admin(t testing.TB) *api.Client {
 	t.Helper()
 	tok, err := os.ReadFile(filepath.Join(c.dir, "admin-token"))
 	if err != nil {

@@ -47,7 +47,7 @@ type agentProc struct {
 }
 
 // writeConfig writes agent.yaml into dir and returns its path.
-func writeConfig(t *testing.T, dir, body string) string {
+func writeConfig(t testing.TB, dir, body string) string {
 	t.Helper()
 	path := filepath.Join(dir, "agent.yaml")
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
@@ -59,7 +59,7 @@ func writeConfig(t *testing.T, dir, body string) string {
 // runAgent runs the agent binary on the config at path, its run_dir being
 // dir/run. env nil inherits the test's environment. The agent is killed when
 // the test ends, and its log shown if the test failed.
-func runAgent(t *testing.T, dir, path string, env []string) *agentProc {
+func runAgent(t testing.TB, dir, path string, env []string) *agentProc {
 	t.Helper()
 	a := &agentProc{log: &testenv.Buffer{}, socket: dir + "/run/agent.sock", done: make(chan struct{})}
 	a.cmd = exec.Command(agentBin, "run", "--config", path)
@@ -87,7 +87,7 @@ func startAgent(t *testing.T, units string) *agentProc {
 	return runAgent(t, dir, writeConfig(t, dir, cfg), nil)
 }
 
-func (a *agentProc) status(t *testing.T) *status.Report {
+func (a *agentProc) status(t testing.TB) *status.Report {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testenv.Short)
 	defer cancel()
@@ -118,7 +118,7 @@ func (a *agentProc) waitUnits(t *testing.T, what string, cond func(st string, re
 	return nil
 }
 
-func rssKiB(t *testing.T, pid int) int {
+func rssKiB(t testing.TB, pid int) int {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {

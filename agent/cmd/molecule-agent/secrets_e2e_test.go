@@ -51,7 +51,7 @@ func unitOf(r *status.Report, name string) supervisor.UnitStatus {
 }
 
 // waitFor polls the status API until cond holds.
-func (a *agentProc) waitFor(t *testing.T, what string, cond func(r *status.Report) bool) *status.Report {
+func (a *agentProc) waitFor(t testing.TB, what string, cond func(r *status.Report) bool) *status.Report {
 	t.Helper()
 	deadline := time.Now().Add(testenv.Long)
 	var last *status.Report

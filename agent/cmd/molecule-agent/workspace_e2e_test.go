@@ -15,7 +15,7 @@ import (
 	"github.com/molecule-ai/molecule-agent/agent/workspace/workspacetest"
 )
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
