@@ -4,34 +4,18 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
-
-// unitOwner returns the uid and gid of a unit's user (-1, -1: the agent's).
-func unitOwner(name string) (int, int, error) {
-	if name == "" {
-		return -1, -1, nil
-	}
-	usr, err := user.Lookup(name)
-	if err != nil {
-		if usr, err = user.LookupId(name); err != nil {
-			return 0, 0, fmt.Errorf("user %q: %w (create it or change the unit's user)", name, err)
-		}
-	}
-	uid, _ := strconv.Atoi(usr.Uid)
-	gid, _ := strconv.Atoi(usr.Gid)
-	return uid, gid, nil
-}
 
 // writeFiles writes a unit's files atomically, 0600 (or the configured mode
 // for literal content), owned by the unit's user.
 func writeFiles(u config.Unit, contents []secrets.Secret, log *slog.Logger) error {
-	uid, gid, err := unitOwner(u.User)
+	uid, gid, err := supervisor.Owner(u.User)
 	if err != nil {
 		return err
 	}

@@ -106,16 +106,37 @@ func closeAll(fs []*os.File) {
 	}
 }
 
-// lookupCredential resolves a user name or uid to the process credential.
-func lookupCredential(name string) (*syscall.Credential, error) {
+// Owner resolves a unit's user, by name or numeric uid, to its uid and gid
+// (-1, -1 for "": the agent's own). Files written for the unit are owned by it.
+func Owner(name string) (uid, gid int, err error) {
+	if name == "" {
+		return -1, -1, nil
+	}
+	u, err := lookupUser(name)
+	if err != nil {
+		return 0, 0, err
+	}
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	return uid, gid, nil
+}
+
+func lookupUser(name string) (*user.User, error) {
 	u, err := user.Lookup(name)
 	if err != nil {
-		if _, numErr := strconv.Atoi(name); numErr == nil {
-			u, err = user.LookupId(name)
-		}
-		if err != nil {
+		if u, err = user.LookupId(name); err != nil {
 			return nil, fmt.Errorf("user %q: %w (create it or change the unit's user)", name, err)
 		}
+	}
+	return u, nil
+}
+
+// lookupCredential resolves a user name or uid to the process credential,
+// supplementary groups included.
+func lookupCredential(name string) (*syscall.Credential, error) {
+	u, err := lookupUser(name)
+	if err != nil {
+		return nil, err
 	}
 	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
 	gid, _ := strconv.ParseUint(u.Gid, 10, 32)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os/user"
 	"slices"
 	"strconv"
 	"strings"
@@ -108,7 +107,7 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 		if err != nil {
 			return nil, &supervisor.BlockedError{Reason: "runtime environment: " + err.Error()}
 		}
-		uid, gid, err := owner(o.User)
+		uid, gid, err := supervisor.Owner(o.User)
 		if err != nil {
 			return nil, err
 		}
@@ -167,22 +166,6 @@ func mergeEnv(base, over []string) []string {
 		return slices.ContainsFunc(over, func(o string) bool { return strings.HasPrefix(o, k+"=") })
 	})
 	return append(out, over...)
-}
-
-// owner resolves a user name or uid (-1, -1 for "").
-func owner(name string) (int, int, error) {
-	if name == "" {
-		return -1, -1, nil
-	}
-	u, err := user.Lookup(name)
-	if err != nil {
-		if u, err = user.LookupId(name); err != nil {
-			return 0, 0, fmt.Errorf("runtime user %q: %w (create it or change the runtime unit's user)", name, err)
-		}
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return uid, gid, nil
 }
 
 // Hook returns the runtime unit's spec hook (daemon.SpecHook's signature),
