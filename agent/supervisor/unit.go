@@ -83,16 +83,23 @@ func (u *unit) status() UnitStatus {
 	return st
 }
 
-// update changes the status under the lock and wakes waiters.
+// update changes the status under the lock and wakes waiters, only when
+// something they can see changed: a probe answering the same every second
+// wakes nobody.
 func (u *unit) update(f func(st *UnitStatus)) {
 	u.mu.Lock()
-	before := u.st.State
+	before := u.st
 	f(&u.st)
-	if u.st.State != before {
+	changed := u.st.State != before.State || u.st.Ready != before.Ready || u.st.Detail != before.Detail ||
+		u.st.PID != before.PID || u.st.ID != before.ID || u.st.Restarts != before.Restarts ||
+		u.st.LastExit != before.LastExit || u.st.LastError != before.LastError
+	if u.st.State != before.State {
 		u.st.Since = u.s.now()
 	}
 	u.mu.Unlock()
-	u.s.notify()
+	if changed {
+		u.s.notify()
+	}
 }
 
 func (u *unit) setState(st State, detail string) {
