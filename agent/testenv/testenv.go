@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // Timeouts shared by the project's tests.
@@ -117,4 +119,31 @@ func GoBuild(dir, name, pkg string, extra ...string) (string, error) {
 		return "", fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
 	}
 	return out, nil
+}
+
+// RunMain is a TestMain body for packages that run binaries: it builds
+// them with build into a fresh directory (0755, so unit users can run
+// them), runs the tests, fails the run on leaked goroutines when the tests
+// passed, removes the directory and returns the exit code for os.Exit.
+func RunMain(m *testing.M, build func(dir string) error) int {
+	dir, err := os.MkdirTemp("", "molecule-test-")
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	if err == nil {
+		err = build(dir)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	return code
 }

@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/restart"
 	"github.com/molecule-ai/molecule-agent/agent/secrets"
@@ -36,29 +34,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "subreaper:", err)
 		os.Exit(1)
 	}
-	dir, err := os.MkdirTemp("", "standin-runtime-")
-	if err == nil {
-		err = os.Chmod(dir, 0o755) // runnable by the runtime user too
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if _, err := exec.LookPath("go"); err == nil {
-		if runtimeBin, err = workspacetest.BuildRuntime(dir); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
+	os.Exit(testenv.RunMain(m, func(dir string) (err error) {
+		if _, err := exec.LookPath("go"); err != nil {
+			return nil // e2e tests then skip, or fail under CI
 		}
-	}
-	code := m.Run()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+		runtimeBin, err = workspacetest.BuildRuntime(dir)
+		return err
+	}))
 }
 
 const (

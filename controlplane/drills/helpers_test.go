@@ -22,8 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/molecule-ai/molecule-agent/agent/secret"
 	"github.com/molecule-ai/molecule-agent/agent/testenv"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
@@ -40,24 +38,10 @@ const (
 var cpBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "drills-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	if cpBin, err = testenv.GoBuild(dir, "molecule-controlplane", testenv.ControlPlanePackage); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testenv.RunMain(m, func(dir string) (err error) {
+		cpBin, err = testenv.GoBuild(dir, "molecule-controlplane", testenv.ControlPlanePackage)
+		return err
+	}))
 }
 
 // cp is one real control-plane process.
