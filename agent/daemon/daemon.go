@@ -51,6 +51,9 @@ type Daemon struct {
 	sup *supervisor.Supervisor
 	// closers run after every unit has stopped (log files, proxies).
 	closers []func()
+	// extraRefs are secrets a unit uses outside its env and files (the
+	// workspace runtime's workspace.secrets), by unit name.
+	extraRefs map[string][]string
 
 	mu       sync.Mutex
 	notice   *identity.Notice

@@ -21,7 +21,8 @@ func (d *Daemon) SecretsChanged(ctx context.Context, changed []string) {
 	d.sup.Poke()
 	for _, name := range d.sup.Names() {
 		u := d.cfg.Unit(name)
-		if u == nil || !slices.ContainsFunc(u.SecretRefs(), func(s string) bool { return slices.Contains(changed, s) }) {
+		uses := func(s string) bool { return slices.Contains(changed, s) }
+		if u == nil || !(slices.ContainsFunc(u.SecretRefs(), uses) || slices.ContainsFunc(d.extraRefs[name], uses)) {
 			continue
 		}
 		if !d.running(name) {

@@ -78,6 +78,7 @@ func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version
 	if ws != nil {
 		d.AddSection("workspace", ws.section)
 		d.closers = append(d.closers, ws.close)
+		d.extraRefs = map[string][]string{ws.unit: ws.secretRefs}
 	}
 	defer func() {
 		if err != nil {

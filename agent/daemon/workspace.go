@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"time"
@@ -16,10 +17,14 @@ import (
 
 // workspaceParts are what a workspace host runs beside its runtime unit.
 type workspaceParts struct {
-	hook    SpecHook
-	bg      []Background
-	section func() any
-	closers []func()
+	// unit is the runtime's unit name; secretRefs the workspace secrets it
+	// gets as env, so a rotation restarts it.
+	unit       string
+	secretRefs []string
+	hook       SpecHook
+	bg         []Background
+	section    func() any
+	closers    []func()
 }
 
 // hasBuiltin reports whether a unit of cfg is the given built-in.
@@ -78,7 +83,8 @@ func newWorkspace(ctx context.Context, cfg *config.Config, store *secrets.Store,
 		logf.Close()
 		return nil, err
 	}
-	parts := &workspaceParts{section: func() any { return chk.Status() },
+	parts := &workspaceParts{unit: unit, secretRefs: slices.Sorted(maps.Values(w.Secrets)),
+		section: func() any { return chk.Status() },
 		bg:      []Background{chk.Run},
 		closers: []func(){func() { sink.Close(2 * time.Second) }, func() { logf.Close() }}}
 	platformURL := w.PlatformURL

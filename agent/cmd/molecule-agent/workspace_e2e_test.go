@@ -193,3 +193,31 @@ func TestWorkspaceMissingTokenBlocksRuntime(t *testing.T) {
 		t.Errorf("runtime registered %d times without a token", n)
 	}
 }
+
+// A rotated workspace secret (given to the runtime as env, not through a
+// unit file) restarts the runtime with the new value.
+func TestWorkspaceSecretRotationRestartsRuntime(t *testing.T) {
+	tenant := workspacetest.NewTenant("org-acme")
+	t.Cleanup(tenant.Close)
+	tenant.AddWorkspace(wsID)
+	token := tenant.IssueToken(wsID)
+	rig := startWorkspaceAgent(t, tenant, token)
+	r := rig.a.waitFor(t, "registered", func(r *status.Report) bool {
+		return unitOf(r, "runtime").Ready && section(r, "workspace")["registration"] == "registered"
+	})
+	before := unitOf(r, "runtime").PID
+	body := "workspace-auth-token: " + token + "\nopenai-key: sk-test-provider-key-rotated\n"
+	if err := os.WriteFile(rig.secretsFile+".tmp", []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(rig.secretsFile+".tmp", rig.secretsFile); err != nil {
+		t.Fatal(err)
+	}
+	r = rig.a.waitFor(t, "runtime restarted", func(r *status.Report) bool {
+		u := unitOf(r, "runtime")
+		return u.Ready && u.PID != before
+	})
+	if env := environOf(t, unitOf(r, "runtime").PID); !strings.Contains(env, "OPENAI_API_KEY=sk-test-provider-key-rotated\n") {
+		t.Errorf("restarted runtime lacks the rotated OPENAI_API_KEY")
+	}
+}
