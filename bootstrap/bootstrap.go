@@ -12,7 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 )
 
 // Defaults for Options.
@@ -227,7 +227,7 @@ func describe(p Params) string {
 // mistake is reported now, naming what to grant, not later in a log. The
 // values are dropped at once; only their count is reported.
 func checkSecrets(ctx context.Context, o Options, p Params) (int, error) {
-	src, err := secrets.NewSSM(ctx, secrets.SSMOptions{Prefix: p.SSMPrefix, Region: p.Region,
+	src, err := secretstore.NewSSM(ctx, secretstore.SSMOptions{Prefix: p.SSMPrefix, Region: p.Region,
 		Endpoint: p.SSMEndpoint, Credentials: o.SSMCredentials, IMDSEndpoint: o.IMDSEndpoint,
 		MaxAttempts: 3, MaxBackoff: 5 * time.Second})
 	if err != nil {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/identity/imdstest"
-	"github.com/molecule-ai/molecule-agent/agent/secrets/ssmtest"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore/ssmtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

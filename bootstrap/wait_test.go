@@ -10,7 +10,7 @@ import (
 
 	"github.com/molecule-ai/molecule-agent/agent/status"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 // fakeAgent serves a status report the test changes, over the agent's

@@ -10,7 +10,7 @@ import (
 
 	"github.com/distribution/reference"
 	"github.com/docker/docker/api/types/registry"
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 )
 
 // ParseAuth turns a registry credentials secret into the auth config Docker
@@ -18,7 +18,7 @@ import (
 // config.json ({"auths":{"ghcr.io":{"auth":"base64(user:token)"}}}, or
 // username/password fields instead of auth) or plain "user:token". Errors
 // never quote the secret.
-func ParseAuth(s secrets.Secret, registryHost string) (registry.AuthConfig, error) {
+func ParseAuth(s secretstore.Secret, registryHost string) (registry.AuthConfig, error) {
 	v := strings.TrimSpace(s.Reveal())
 	if v == "" {
 		return registry.AuthConfig{}, errors.New("registry credentials are empty")
@@ -82,9 +82,9 @@ func RegistryHost(image string) (string, error) {
 }
 
 // SecretAuth returns an AuthFunc that reads the credentials secret name
-// through get (such as (*secrets.Store).Get) before every pull, so rotated
+// through get (such as (*secretstore.Store).Get) before every pull, so rotated
 // credentials apply at the next pull.
-func SecretAuth(get func(name string) (secrets.Secret, bool), name string) AuthFunc {
+func SecretAuth(get func(name string) (secretstore.Secret, bool), name string) AuthFunc {
 	return func(_ context.Context, image string) (registry.AuthConfig, error) {
 		s, ok := get(name)
 		if !ok {

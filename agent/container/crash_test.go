@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 // helperEnv makes the test binary act as an agent that adopts the unit,

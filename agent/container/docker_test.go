@@ -18,9 +18,9 @@ import (
 	"github.com/docker/docker/api/types/registry"
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/container/containertest"
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 func TestUpdateCommitsHealthyVersion(t *testing.T) {
@@ -222,7 +222,7 @@ func TestPrivateRegistryCredentials(t *testing.T) {
 	if _, err := r.driver(r.apps.V1).Start(context.Background(), nil); err == nil {
 		t.Fatalf("Start without credentials succeeded, want a pull error")
 	}
-	cred := secrets.New("bot:tok3n")
+	cred := secretstore.New("bot:tok3n")
 	d := r.driver(r.apps.V1, func(o *Options) {
 		o.Auth = func(_ context.Context, image string) (registry.AuthConfig, error) {
 			host, err := RegistryHost(image)

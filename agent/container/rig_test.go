@@ -18,7 +18,7 @@ import (
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/container/containertest"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 	"go.uber.org/goleak"
 )
 

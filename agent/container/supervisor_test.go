@@ -9,7 +9,7 @@ import (
 
 	"github.com/molecule-ai/molecule-agent/agent/restart"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 // waitUnit polls the supervisor until the unit's status satisfies ok.

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 )
 
 func TestParseAuth(t *testing.T) {
@@ -31,7 +31,7 @@ func TestParseAuth(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseAuth(secrets.New(tt.secret), tt.host)
+			got, err := ParseAuth(secretstore.New(tt.secret), tt.host)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("ParseAuth err = %v, want one containing %q", err, tt.wantErr)
@@ -158,7 +158,7 @@ func FuzzParseAuth(f *testing.F) {
 		f.Add(s, "ghcr.io")
 	}
 	f.Fuzz(func(t *testing.T, s, host string) {
-		a, err := ParseAuth(secrets.New(s), host)
+		a, err := ParseAuth(secretstore.New(s), host)
 		if err == nil && a.ServerAddress != host {
 			t.Errorf("ParseAuth server = %q, want %q", a.ServerAddress, host)
 		}
@@ -221,8 +221,8 @@ func TestLoadAgentIDIsStable(t *testing.T) {
 }
 
 func TestSecretAuth(t *testing.T) {
-	store := map[string]secrets.Secret{"ghcr-auth": secrets.New("bot:tok3n")}
-	get := func(n string) (secrets.Secret, bool) { s, ok := store[n]; return s, ok }
+	store := map[string]secretstore.Secret{"ghcr-auth": secretstore.New("bot:tok3n")}
+	get := func(n string) (secretstore.Secret, bool) { s, ok := store[n]; return s, ok }
 	img := "ghcr.io/molecule-ai/platform-tenant@sha256:" + strings.Repeat("a", 64)
 	a, err := SecretAuth(get, "ghcr-auth")(context.Background(), img)
 	if err != nil || a.Username != "bot" || a.ServerAddress != "ghcr.io" {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/container"
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 )
@@ -28,7 +28,7 @@ type containerUnit struct {
 // containers builds the Docker drivers and applies the desired images.
 type containers struct {
 	cfg   *config.Config
-	store *secrets.Store
+	store *secretstore.Store
 	log   *slog.Logger
 
 	once   sync.Once

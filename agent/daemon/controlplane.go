@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
-	"github.com/molecule-ai/molecule-agent/agent/fleet"
+	"github.com/molecule-ai/molecule-agent/agent/heartbeat"
 	"github.com/molecule-ai/molecule-agent/agent/identity"
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 )
 
@@ -76,7 +76,7 @@ func bootID() (string, error) {
 // newFleet builds the control-plane loop: registration with the host's
 // proof, heartbeats from the daemon's state, desired state into desired,
 // and on 410 every unit stopped and the agent idle.
-func newFleet(cfg *config.Config, store *secrets.Store, log *slog.Logger, version string, d **Daemon, desired *Desired) (*fleet.Loop, error) {
+func newFleet(cfg *config.Config, store *secretstore.Store, log *slog.Logger, version string, d **Daemon, desired *Desired) (*heartbeat.Loop, error) {
 	client, err := api.New(api.Options{BaseURL: cfg.ControlPlane.URL, Logger: log})
 	if err != nil {
 		return nil, err
@@ -86,7 +86,7 @@ func newFleet(cfg *config.Config, store *secrets.Store, log *slog.Logger, versio
 		return nil, err
 	}
 	host, _ := os.Hostname()
-	return fleet.New(fleet.Config{
+	return heartbeat.New(heartbeat.Config{
 		Client: client, URL: cfg.ControlPlane.URL, StateDir: cfg.StateDir, Logger: log,
 		Proof: proofSource(cfg, store, log),
 		Register: api.RegisterRequest{Role: cfg.Role, Org: cfg.ControlPlane.Org, Workspace: cfg.ControlPlane.Workspace,
@@ -106,7 +106,7 @@ func newFleet(cfg *config.Config, store *secrets.Store, log *slog.Logger, versio
 
 // proofSource returns how the host proves its identity: the EC2 instance
 // identity document over IMDSv2, or an enrollment token off EC2.
-func proofSource(cfg *config.Config, store *secrets.Store, log *slog.Logger) func(context.Context) (api.Proof, error) {
+func proofSource(cfg *config.Config, store *secretstore.Store, log *slog.Logger) func(context.Context) (api.Proof, error) {
 	if cfg.Identity.Mode == "enrollment" {
 		ref := cfg.Identity.EnrollmentToken
 		return func(context.Context) (api.Proof, error) {
@@ -129,26 +129,26 @@ func proofSource(cfg *config.Config, store *secrets.Store, log *slog.Logger) fun
 }
 
 // enrollmentToken reads identity.enrollment_token: "file:<path>" or "secret:<name>".
-func enrollmentToken(ref string, store *secrets.Store) (secrets.Secret, error) {
+func enrollmentToken(ref string, store *secretstore.Store) (secretstore.Secret, error) {
 	if path, ok := strings.CutPrefix(ref, "file:"); ok {
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return secrets.Secret{}, fmt.Errorf("identity.enrollment_token: %w", err)
+			return secretstore.Secret{}, fmt.Errorf("identity.enrollment_token: %w", err)
 		}
 		tok := strings.TrimSpace(string(b))
 		if tok == "" {
-			return secrets.Secret{}, fmt.Errorf("identity.enrollment_token: %s is empty", path)
+			return secretstore.Secret{}, fmt.Errorf("identity.enrollment_token: %s is empty", path)
 		}
-		return secrets.New(tok), nil
+		return secretstore.New(tok), nil
 	}
 	if store == nil {
-		return secrets.Secret{}, errors.New("identity.enrollment_token names a secret but secrets.source is not set")
+		return secretstore.Secret{}, errors.New("identity.enrollment_token names a secret but secrets.source is not set")
 	}
 	return store.Resolve(ref)
 }
 
 // fleetSection is the control-plane part of the status report.
-func fleetSection(st fleet.Status) map[string]any {
+func fleetSection(st heartbeat.Status) map[string]any {
 	m := map[string]any{"registered": st.Registered, "host_id": st.HostID}
 	if st.Gone {
 		m["deprovisioned"] = true

@@ -13,7 +13,7 @@ import (
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/identity"
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/status"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
@@ -27,7 +27,7 @@ type Options struct {
 	// Drivers adds unit kinds beyond exec (e.g. "container").
 	Drivers map[string]DriverFactory
 	// Secrets resolves secret: references; nil means no secrets source.
-	Secrets *secrets.Store
+	Secrets *secretstore.Store
 	// Hooks adjust the spec of units by their builtin name (cloudflared,
 	// runtime): extra readiness, status, preparation.
 	Hooks map[string]SpecHook
@@ -41,7 +41,7 @@ type Daemon struct {
 	log     *slog.Logger
 	version string
 	drivers map[string]DriverFactory
-	secrets *secrets.Store
+	secrets *secretstore.Store
 	hooks   map[string]SpecHook
 	// containers tracks kind: container units for image updates.
 	containers *containers

@@ -8,13 +8,13 @@ import (
 	"strconv"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
 // writeFiles writes a unit's files atomically, 0600 (or the configured mode
 // for literal content), owned by the unit's user.
-func writeFiles(u config.Unit, contents []secrets.Secret, log *slog.Logger) error {
+func writeFiles(u config.Unit, contents []secretstore.Secret, log *slog.Logger) error {
 	uid, gid, err := supervisor.Owner(u.User)
 	if err != nil {
 		return err
@@ -23,10 +23,10 @@ func writeFiles(u config.Unit, contents []secrets.Secret, log *slog.Logger) erro
 		if err := os.MkdirAll(filepath.Dir(f.Path), 0o711); err != nil {
 			return fmt.Errorf("unit file %s: %w", f.Path, err)
 		}
-		if err := secrets.WriteFile(f.Path, contents[i], uid, gid); err != nil {
+		if err := secretstore.WriteFile(f.Path, contents[i], uid, gid); err != nil {
 			return err
 		}
-		if _, isRef, _ := secrets.ParseRef(f.Content); !isRef && f.Mode != "" {
+		if _, isRef, _ := secretstore.ParseRef(f.Content); !isRef && f.Mode != "" {
 			m, _ := strconv.ParseUint(f.Mode, 8, 32)
 			if err := os.Chmod(f.Path, os.FileMode(m)); err != nil {
 				return fmt.Errorf("unit file %s: %w", f.Path, err)
@@ -40,10 +40,10 @@ func writeFiles(u config.Unit, contents []secrets.Secret, log *slog.Logger) erro
 // removeFiles removes a unit's secret files; plain files stay.
 func removeFiles(u config.Unit, log *slog.Logger) {
 	for _, f := range u.Files {
-		if _, isRef, _ := secrets.ParseRef(f.Content); !isRef {
+		if _, isRef, _ := secretstore.ParseRef(f.Content); !isRef {
 			continue
 		}
-		if err := secrets.RemoveFile(f.Path); err != nil {
+		if err := secretstore.RemoveFile(f.Path); err != nil {
 			log.Warn("remove secret file", "err", err)
 		}
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/container"
 	"github.com/molecule-ai/molecule-agent/agent/restart"
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
@@ -103,19 +103,19 @@ type materializer struct {
 
 // resolve turns a literal or a secret: reference into its value, collecting
 // what is missing.
-func (m *materializer) resolve(v string, missing *[]string) secrets.Secret {
+func (m *materializer) resolve(v string, missing *[]string) secretstore.Secret {
 	if m.d.secrets == nil {
-		if _, isRef, _ := secrets.ParseRef(v); isRef {
+		if _, isRef, _ := secretstore.ParseRef(v); isRef {
 			*missing = append(*missing, v+" (the agent has no secrets source; set secrets.source)")
-			return secrets.Secret{}
+			return secretstore.Secret{}
 		}
-		return secrets.New(v)
+		return secretstore.New(v)
 	}
 	s, err := m.d.secrets.Resolve(v)
 	if err != nil {
 		*missing = append(*missing, err.Error())
 	}
-	if _, isRef, _ := secrets.ParseRef(v); isRef && err == nil {
+	if _, isRef, _ := secretstore.ParseRef(v); isRef && err == nil {
 		m.secretVals = append(m.secretVals, s.Reveal())
 	}
 	return s
@@ -131,7 +131,7 @@ func (m *materializer) prepare(context.Context) ([]string, error) {
 		env = slices.DeleteFunc(env, func(e string) bool { return strings.HasPrefix(e, k+"=") })
 		env = append(env, k+"="+v.Reveal())
 	}
-	contents := make([]secrets.Secret, len(m.unit.Files))
+	contents := make([]secretstore.Secret, len(m.unit.Files))
 	for i, f := range m.unit.Files {
 		contents[i] = m.resolve(f.Content, &missing)
 	}

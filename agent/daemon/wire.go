@@ -9,7 +9,7 @@ import (
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/identity"
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/workspace"
 )
 
@@ -18,24 +18,24 @@ type Background func(ctx context.Context)
 
 // NewSecretsStore builds the store for the configured source, or nil when
 // the config has none. Nothing is fetched yet.
-func NewSecretsStore(ctx context.Context, c config.Secrets, imdsEndpoint string, log *slog.Logger, onChange func([]string)) (*secrets.Store, error) {
-	var src secrets.Source
+func NewSecretsStore(ctx context.Context, c config.Secrets, imdsEndpoint string, log *slog.Logger, onChange func([]string)) (*secretstore.Store, error) {
+	var src secretstore.Source
 	switch c.Source {
 	case "":
 		return nil, nil
 	case "ssm":
-		s, err := secrets.NewSSM(ctx, secrets.SSMOptions{Prefix: c.Prefix, Region: c.Region, Endpoint: c.Endpoint,
+		s, err := secretstore.NewSSM(ctx, secretstore.SSMOptions{Prefix: c.Prefix, Region: c.Region, Endpoint: c.Endpoint,
 			IMDSEndpoint: imdsEndpoint})
 		if err != nil {
 			return nil, fmt.Errorf("secrets: %w", err)
 		}
 		src = s
 	case "file":
-		src = secrets.NewFile(c.File)
+		src = secretstore.NewFile(c.File)
 	default:
 		return nil, fmt.Errorf("secrets.source: %q is not a source", c.Source)
 	}
-	return secrets.NewStore(src, secrets.StoreOptions{Refresh: c.Refresh.Duration, Jitter: c.Jitter,
+	return secretstore.NewStore(src, secretstore.StoreOptions{Refresh: c.Refresh.Duration, Jitter: c.Jitter,
 		Logger: log, OnChange: onChange}), nil
 }
 

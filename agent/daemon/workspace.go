@@ -11,7 +11,7 @@ import (
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/identity"
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/workspace"
 )
 
@@ -35,7 +35,7 @@ func hasBuiltin(cfg *config.Config, b string) bool {
 // newWorkspace builds the runtime's hook, its registration checker, the
 // rotated log and the optional org-header proxy. sup is filled in once the
 // daemon exists (the checker restarts and stops the runtime through it).
-func newWorkspace(ctx context.Context, cfg *config.Config, store *secrets.Store, log *slog.Logger, d **Daemon) (*workspaceParts, error) {
+func newWorkspace(ctx context.Context, cfg *config.Config, store *secretstore.Store, log *slog.Logger, d **Daemon) (*workspaceParts, error) {
 	w := cfg.Workspace
 	if w.ID == "" || w.PlatformURL == "" {
 		return nil, fmt.Errorf("workspace.id and workspace.platform_url are required for the workspace runtime")
@@ -110,9 +110,9 @@ func newWorkspace(ctx context.Context, cfg *config.Config, store *secrets.Store,
 		Config: workspace.RuntimeConfig{Name: w.Name, Description: w.Description, Tier: w.Tier,
 			Runtime: w.Runtime, Model: w.Model, Port: w.Port}}
 	if store != nil {
-		opts.Token = func() (secrets.Secret, bool) { return store.Get(workspace.DefaultTokenSecret) }
-		opts.Secrets = func() map[string]secrets.Secret {
-			out := map[string]secrets.Secret{}
+		opts.Token = func() (secretstore.Secret, bool) { return store.Get(workspace.DefaultTokenSecret) }
+		opts.Secrets = func() map[string]secretstore.Secret {
+			out := map[string]secretstore.Secret{}
 			for env, name := range w.Secrets {
 				if v, ok := store.Get(name); ok {
 					out[env] = v

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/identity"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 // aemmTool is AWS's amazon-ec2-metadata-mock, pinned as a tool in go.mod.

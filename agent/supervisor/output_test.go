@@ -2,7 +2,7 @@ package supervisor
 
 import (
 	"encoding/json"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 	"log/slog"
 	"strings"
 	"testing"

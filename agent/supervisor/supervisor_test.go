@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/restart"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 func testLog(t *testing.T) *slog.Logger {

@@ -20,8 +20,8 @@ import (
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/status"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
 	"github.com/molecule-ai/molecule-agent/agent/tunnel/tunneltest"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 // agentBinEnv carries the agent binary, built outside the namespace, inside.

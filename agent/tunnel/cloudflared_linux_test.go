@@ -16,8 +16,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
 	"github.com/molecule-ai/molecule-agent/agent/tunnel/tunneltest"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 // cloudflared is one real cloudflared process in its own process group,

@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
@@ -46,7 +46,7 @@ func CheckToken(where string, p *Probe, prepare func(context.Context) ([]string,
 		}
 		for _, kv := range env {
 			if v, ok := strings.CutPrefix(kv, TokenEnv+"="); ok {
-				tok, err := CheckSecret(where, secrets.New(v))
+				tok, err := CheckSecret(where, secretstore.New(v))
 				if err != nil {
 					return nil, &supervisor.BlockedError{Reason: err.Error()}
 				}

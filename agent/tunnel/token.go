@@ -14,7 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 )
 
 // ErrMalformedToken is matched (errors.Is) by every token parse error. It is
@@ -50,7 +50,7 @@ type Token struct {
 	// TunnelID is the tunnel's UUID ("t") in canonical lowercase form.
 	TunnelID string
 	// Secret is the tunnel secret ("s"), standard base64 as in the token.
-	Secret secrets.Secret
+	Secret secretstore.Secret
 	// Endpoint is the optional endpoint ("e"), e.g. "fed".
 	Endpoint string
 }
@@ -83,7 +83,7 @@ func ParseToken(s string) (Token, error) {
 
 // CheckSecret parses the token held in a secret; where names its source
 // (e.g. "<prefix>/tunnel-token") for the error.
-func CheckSecret(where string, s secrets.Secret) (Token, error) {
+func CheckSecret(where string, s secretstore.Secret) (Token, error) {
 	return parse(where, s.Reveal())
 }
 
@@ -137,7 +137,7 @@ func parse(where, s string) (Token, error) {
 	}
 	tok.AccountTag = *w.A
 	tok.TunnelID = id.String()
-	tok.Secret = secrets.New(base64.StdEncoding.EncodeToString(secret))
+	tok.Secret = secretstore.New(base64.StdEncoding.EncodeToString(secret))
 	if w.E != nil {
 		tok.Endpoint = *w.E
 	}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 )
 
 const (
@@ -161,7 +161,7 @@ func TestParseTokenInvalid(t *testing.T) {
 func TestCheckSecretNamesSource(t *testing.T) {
 	t.Parallel()
 	const secret = "dG9wLXNlY3JldC10b2tlbi12YWx1ZQ=" // bad padding
-	_, err := CheckSecret("/molecule/prod/tenants/acme/tunnel-token", secrets.New(secret))
+	_, err := CheckSecret("/molecule/prod/tenants/acme/tunnel-token", secretstore.New(secret))
 	want := "tunnel token under /molecule/prod/tenants/acme/tunnel-token is not a cloudflared token ("
 	if err == nil || !strings.HasPrefix(err.Error(), want) {
 		t.Fatalf("CheckSecret error = %v, want prefix %q", err, want)
@@ -169,7 +169,7 @@ func TestCheckSecretNamesSource(t *testing.T) {
 	if strings.Contains(err.Error(), secret) {
 		t.Errorf("error %q echoes the token", err)
 	}
-	tok, err := CheckSecret("x", secrets.New(b64(validJSON())))
+	tok, err := CheckSecret("x", secretstore.New(b64(validJSON())))
 	if err != nil || tok.TunnelID != testTunnelID {
 		t.Errorf("CheckSecret(valid) = %v, %v; want tunnel %s", tok.TunnelID, err, testTunnelID)
 	}

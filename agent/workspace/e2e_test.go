@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
 	"github.com/molecule-ai/molecule-agent/agent/workspace"
 	"github.com/molecule-ai/molecule-agent/agent/workspace/workspacetest"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 // TestRegisters: with the token in the secrets source, the runtime started

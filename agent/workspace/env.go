@@ -9,7 +9,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 )
 
 // EnvOptions are the inputs of the runtime's environment (interop §2.2).
@@ -29,7 +29,7 @@ type EnvOptions struct {
 	// Home sets HOME (the runtime user's home) when not empty.
 	Home string
 	// Secrets are the workspace secrets, passed as env (provider API keys...).
-	Secrets map[string]secrets.Secret
+	Secrets map[string]secretstore.Secret
 }
 
 // Reserved are the variables Env sets itself; a workspace secret may not

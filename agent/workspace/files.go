@@ -9,7 +9,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 )
 
 // File names inside the configs dir, as the runtime reads them.
@@ -116,8 +116,8 @@ func WriteConfig(dir string, c RuntimeConfig, uid, gid int) error {
 		return err
 	}
 	path := filepath.Join(dir, ConfigFile)
-	// config.yaml holds no secret; secrets.WriteFile is just the atomic writer.
-	if err := secrets.WriteFile(path, secrets.New(string(b)), uid, gid); err != nil {
+	// config.yaml holds no secret; secretstore.WriteFile is just the atomic writer.
+	if err := secretstore.WriteFile(path, secretstore.New(string(b)), uid, gid); err != nil {
 		return err
 	}
 	if err := os.Chmod(path, 0o644); err != nil {
@@ -129,7 +129,7 @@ func WriteConfig(dir string, c RuntimeConfig, uid, gid int) error {
 // WriteToken writes dir/.auth_token atomically: the token on one line with no
 // trailing newline (surrounding whitespace from the secret source is
 // dropped), 0600, owned by uid:gid.
-func WriteToken(dir string, token secrets.Secret, uid, gid int) error {
+func WriteToken(dir string, token secretstore.Secret, uid, gid int) error {
 	v := strings.TrimSpace(token.Reveal())
 	if v == "" {
 		return errors.New("workspace auth token is empty")
@@ -137,5 +137,5 @@ func WriteToken(dir string, token secrets.Secret, uid, gid int) error {
 	if strings.ContainsAny(v, "\r\n") {
 		return errors.New("workspace auth token spans several lines; store the token alone in the parameter")
 	}
-	return secrets.WriteFile(filepath.Join(dir, TokenFile), secrets.New(v), uid, gid)
+	return secretstore.WriteFile(filepath.Join(dir, TokenFile), secretstore.New(v), uid, gid)
 }

@@ -9,9 +9,9 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/workspace"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 func TestConfigYAML(t *testing.T) {
@@ -84,7 +84,7 @@ func TestWriteToken(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			err := workspace.WriteToken(dir, secrets.New(tc.value), -1, -1)
+			err := workspace.WriteToken(dir, secretstore.New(tc.value), -1, -1)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("got %v, want an error about %q", err, tc.wantErr)
@@ -131,7 +131,7 @@ func TestFilesOwnedByRuntimeUser(t *testing.T) {
 	if err := workspace.WriteConfig(dir, workspace.RuntimeConfig{Name: "n", Runtime: "r"}, uid, gid); err != nil {
 		t.Fatal(err)
 	}
-	if err := workspace.WriteToken(dir, secrets.New("tok"), uid, gid); err != nil {
+	if err := workspace.WriteToken(dir, secretstore.New("tok"), uid, gid); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -156,7 +156,7 @@ func TestEnv(t *testing.T) {
 	base := workspace.EnvOptions{WorkspaceID: "ws-1", PlatformURL: "http://10.0.1.5:8080/", HostIP: "10.0.2.7", ConfigsDir: "/opt/configs"}
 	t.Run("runtime variables", func(t *testing.T) {
 		o := base
-		o.Secrets = map[string]secrets.Secret{"ANTHROPIC_API_KEY": secrets.New("sk-1")}
+		o.Secrets = map[string]secretstore.Secret{"ANTHROPIC_API_KEY": secretstore.New("sk-1")}
 		o.Home = "/home/ubuntu"
 		got, err := workspace.Env(o)
 		if err != nil {
@@ -180,10 +180,10 @@ func TestEnv(t *testing.T) {
 		{"hostname not ip", func(o *workspace.EnvOptions) { o.HostIP = "ip-10-0-0-1" }, "host ip"},
 		{"relative dir", func(o *workspace.EnvOptions) { o.ConfigsDir = "configs" }, "configs dir"},
 		{"secret overrides PLATFORM_URL", func(o *workspace.EnvOptions) {
-			o.Secrets = map[string]secrets.Secret{"PLATFORM_URL": secrets.New("http://evil")}
+			o.Secrets = map[string]secretstore.Secret{"PLATFORM_URL": secretstore.New("http://evil")}
 		}, "would override"},
 		{"secret with bad name", func(o *workspace.EnvOptions) {
-			o.Secrets = map[string]secrets.Secret{"A=B": secrets.New("v")}
+			o.Secrets = map[string]secretstore.Secret{"A=B": secretstore.New("v")}
 		}, "not a valid environment variable name"},
 	}
 	for _, tc := range tests {

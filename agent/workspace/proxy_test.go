@@ -2,7 +2,7 @@ package workspace_test
 
 import (
 	"bytes"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 	"io"
 	"log/slog"
 	"net/http"

@@ -18,11 +18,11 @@ import (
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/restart"
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
 	"github.com/molecule-ai/molecule-agent/agent/workspace"
 	"github.com/molecule-ai/molecule-agent/agent/workspace/workspacetest"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 // runtimeBin is the stand-in runtime, built once by TestMain ("" when the go
@@ -68,7 +68,7 @@ type rigOptions struct {
 type rig struct {
 	t       *testing.T
 	ten     *workspacetest.Tenant
-	store   *secrets.Store
+	store   *secretstore.Store
 	sup     *supervisor.Supervisor
 	checker *workspace.Checker
 	proxy   *workspace.Proxy
@@ -116,7 +116,7 @@ func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 		logPath: filepath.Join(tmp, "molecule-runtime.log"), secPath: filepath.Join(tmp, "secrets.yaml"), port: freePort(t)}
 	log := slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	writeSecrets(t, r.secPath, o.token)
-	r.store = secrets.NewStore(secrets.NewFile(r.secPath), secrets.StoreOptions{Logger: log})
+	r.store = secretstore.NewStore(secretstore.NewFile(r.secPath), secretstore.StoreOptions{Logger: log})
 	if err := r.store.Load(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -170,11 +170,11 @@ func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 		HostIP: "127.0.0.1",
 		Config: workspace.RuntimeConfig{Name: "Research", Description: "test workspace", Tier: 2,
 			Runtime: "claude-code", Model: "anthropic:claude-sonnet", Port: r.port},
-		Token:         func() (secrets.Secret, bool) { return r.store.Get(tokenName) },
+		Token:         func() (secretstore.Secret, bool) { return r.store.Get(tokenName) },
 		TokenLocation: r.secPath + ":" + tokenName,
-		Secrets: func() map[string]secrets.Secret {
+		Secrets: func() map[string]secretstore.Secret {
 			v, _ := r.store.Get("openai-api-key")
-			return map[string]secrets.Secret{"OPENAI_API_KEY": v}
+			return map[string]secretstore.Secret{"OPENAI_API_KEY": v}
 		},
 		Checker: r.checker, Log: log,
 	}

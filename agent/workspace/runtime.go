@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
@@ -45,13 +45,13 @@ type RuntimeOptions struct {
 	User   string
 	Home   string
 	Config RuntimeConfig
-	// Token returns the workspace auth token (secrets.Store.Get).
-	Token func() (secrets.Secret, bool)
+	// Token returns the workspace auth token (secretstore.Store.Get).
+	Token func() (secretstore.Secret, bool)
 	// TokenLocation names the token's parameter in messages, e.g.
 	// "/molecule/prod/workspaces/<id>/auth-token".
 	TokenLocation string
 	// Secrets returns the workspace secrets passed as env (may be nil).
-	Secrets func() map[string]secrets.Secret
+	Secrets func() map[string]secretstore.Secret
 	// Checker, when set, is told of every start, and a removed workspace
 	// blocks the runtime.
 	Checker *Checker
@@ -81,7 +81,7 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 		if err := o.Config.Validate("workspace config"); err != nil {
 			return nil, &supervisor.BlockedError{Reason: err.Error()}
 		}
-		var tok secrets.Secret
+		var tok secretstore.Secret
 		found := false
 		if o.Token != nil {
 			tok, found = o.Token()
@@ -97,7 +97,7 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 				return nil, err
 			}
 		}
-		var ws map[string]secrets.Secret
+		var ws map[string]secretstore.Secret
 		if o.Secrets != nil {
 			ws = o.Secrets()
 		}

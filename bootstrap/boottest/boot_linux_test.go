@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/status"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
 	"github.com/molecule-ai/molecule-agent/agent/tunnel/tunneltest"
 	"github.com/molecule-ai/molecule-agent/bootstrap"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 // unitsYAML is what an AMI would bake as /etc/molecule-agent/units.yaml:

@@ -11,16 +11,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 // controlPlane is the real molecule-controlplane, run with `dev` (SQLite,
 // admin and enrollment tokens in files) on the host side of the veth.
 type controlPlane struct {
 	url        string
-	adminToken secrets.Secret
+	adminToken secretstore.Secret
 	enrollFile string
 }
 
@@ -95,7 +95,7 @@ func startControlPlane(t *testing.T, ctx context.Context, m *machine) *controlPl
 	if cp.url == "" || adminFile == "" {
 		t.Fatalf("control plane printed URL %q, admin token file %q", cp.url, adminFile)
 	}
-	cp.adminToken = secrets.New(strings.TrimSpace(string(mustRead(t, adminFile))))
+	cp.adminToken = secretstore.New(strings.TrimSpace(string(mustRead(t, adminFile))))
 	return cp
 }
 

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 // The rootfs: Debian bookworm, minimal, with what the test needs (systemd

@@ -19,7 +19,7 @@ import (
 	"github.com/hashicorp/go-cleanhttp"
 	"github.com/hashicorp/go-retryablehttp"
 
-	"github.com/molecule-ai/molecule-agent/agent/secret"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 )
 
 // Retry policy

@@ -7,7 +7,7 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/secret"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 )
 
 // Proof is how a host proves who it is when it registers: the IMDS PKCS#7

@@ -22,8 +22,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/events"
 	"github.com/molecule-ai/molecule-agent/controlplane/rollout"
 )

@@ -16,9 +16,9 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/molecule-ai/molecule-agent/agent/secret"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 	"github.com/molecule-ai/molecule-agent/controlplane/rollout"
 	"github.com/molecule-ai/molecule-agent/controlplane/server"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"

@@ -22,9 +22,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/secret"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 // Scaled time: the 10 s interval and 60 s outage, divided by ten.

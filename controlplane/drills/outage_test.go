@@ -13,10 +13,10 @@ import (
 
 	"github.com/hashicorp/go-cleanhttp"
 
-	"github.com/molecule-ai/molecule-agent/agent/fleet"
-	"github.com/molecule-ai/molecule-agent/agent/secret"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/agent/heartbeat"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 // arrivals records every request the agents send and whether the control
@@ -75,21 +75,21 @@ func (a *arrivals) peak(from, to time.Time, width time.Duration) int {
 	return best
 }
 
-// TestControlPlaneDown: 1,000 real agent loops (agent/fleet, through the
+// TestControlPlaneDown: 1,000 real agent loops (agent/heartbeat, through the
 // real API client) heartbeat to the real control plane; it is killed for
 // the outage and started again. Nobody is marked offline, nobody registers
 // again, and the requests in the first interval after the return stay
 // within 1.5 × the steady rate.
 //
 // Agents whose retry backoff is capped at one interval are all back within
-// the control plane's restart window. With agent/fleet's default cap (1 min,
+// the control plane's restart window. With agent/heartbeat's default cap (1 min,
 // 6 s at this scale) some are still backing off a full window after the
 // return (143 of 1,000 were marked offline when measured), so the control
 // plane must then hold offline judgements for that cap plus a window
 // (--restart-hold).
 //
 // The last case is the issue's own scale: a 10 s interval, 60 s down, and
-// agent/fleet's default backoff (which caps itself at the interval).
+// agent/heartbeat's default backoff (which caps itself at the interval).
 func TestControlPlaneDown(t *testing.T) {
 	if testing.Short() {
 		t.Skip("drill: 1,000 agents for about 30 s per case, 4 min at full scale")
@@ -117,7 +117,7 @@ type outageScale struct{ interval, grace, outage time.Duration }
 
 func (s outageScale) window() time.Duration { return 3*s.interval + s.grace }
 
-// controlPlaneDown runs the drill; maxBackoff 0 keeps agent/fleet's default.
+// controlPlaneDown runs the drill; maxBackoff 0 keeps agent/heartbeat's default.
 func controlPlaneDown(t *testing.T, sc outageScale, maxBackoff time.Duration, cpArgs []string) {
 	interval, window, outage := sc.interval, sc.window(), sc.outage
 	ctx, cancel := context.WithCancel(context.Background())
@@ -147,11 +147,11 @@ func controlPlaneDown(t *testing.T, sc outageScale, maxBackoff time.Duration, cp
 		t.Fatal(err)
 	}
 	const agents = 1000
-	loops := make([]*fleet.Loop, agents)
+	loops := make([]*heartbeat.Loop, agents)
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
 	for i := range loops {
-		l, err := fleet.New(fleet.Config{
+		l, err := heartbeat.New(heartbeat.Config{
 			Client: client, URL: c.url(), StateDir: filepath.Join(dir, "agents", fmt.Sprint(i)),
 			Proof: func(context.Context) (api.Proof, error) {
 				return api.Proof{EnrollmentToken: secret.New(enroll.Token), MachineID: fmt.Sprintf("drill-%d", i)}, nil

@@ -16,8 +16,8 @@ import (
 
 	"github.com/molecule-ai/molecule-agent/agent/status"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 // The partition drill runs at a 5 s interval: the agent's TCP and HTTP

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 	"github.com/molecule-ai/molecule-agent/controlplane/sim"
 	"github.com/molecule-ai/molecule-agent/controlplane/store/pgtest"
 )

@@ -14,7 +14,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // "pgx" driver to inspect the database
 	_ "modernc.org/sqlite"             // "sqlite" driver to inspect the database
 
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 	"github.com/molecule-ai/molecule-agent/controlplane/sim"
 	"github.com/molecule-ai/molecule-agent/controlplane/store/pgtest"
 )

@@ -21,7 +21,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/secret"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
 )
 

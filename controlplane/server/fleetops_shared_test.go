@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/secret"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 	"github.com/molecule-ai/molecule-agent/controlplane/rollout"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
 	"github.com/molecule-ai/molecule-agent/controlplane/store/pgtest"

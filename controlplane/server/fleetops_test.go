@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/dashboard"
 	"github.com/molecule-ai/molecule-agent/controlplane/events"
 	"github.com/molecule-ai/molecule-agent/controlplane/rollout"

@@ -18,8 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/molecule-ai/molecule-agent/agent/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/attest"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
 )

@@ -17,8 +17,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/molecule-ai/molecule-agent/agent/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/attest"
 	"github.com/molecule-ai/molecule-agent/controlplane/attest/attesttest"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"

@@ -1,6 +1,6 @@
 // Package sim is a fleet simulator: N simulated agents register with a
 // control plane by enrollment over real HTTP and heartbeat with realistic
-// bodies, jitter and agent/fleet's backoff (honouring Retry-After). It
+// bodies, jitter and agent/heartbeat's backoff (honouring Retry-After). It
 // measures heartbeats per second, latency, the control plane's store
 // transactions per flush window (scraped from /metrics), the detection
 // latency of hosts that go silent, and the request peak around a control
@@ -22,8 +22,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 )
 
 // Config configures a simulation.

@@ -11,7 +11,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/molecule-ai/molecule-agent/agent/secret"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/server"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
 )

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
 	"github.com/molecule-ai/molecule-agent/controlplane/store/pgtest"
 )

@@ -9,7 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
 	"github.com/molecule-ai/molecule-agent/controlplane/store/pgtest"
 )

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 // TestUnitSettings pins the settings the issue asks for, so an edit that

@@ -9,9 +9,9 @@ import (
 
 	"github.com/molecule-ai/molecule-agent/agent/container"
 	"github.com/molecule-ai/molecule-agent/agent/container/containertest"
-	"github.com/molecule-ai/molecule-agent/agent/secrets/ssmtest"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore/ssmtest"
 	"github.com/molecule-ai/molecule-agent/agent/status"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 // BenchmarkTenantRSS measures the agent's steady RSS on a tenant-shaped

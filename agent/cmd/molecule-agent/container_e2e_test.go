@@ -14,7 +14,7 @@ import (
 	"github.com/molecule-ai/molecule-agent/agent/container"
 	"github.com/molecule-ai/molecule-agent/agent/container/containertest"
 	"github.com/molecule-ai/molecule-agent/agent/status"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 func httpGet(url string) (int, string) {

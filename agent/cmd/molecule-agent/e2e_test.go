@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/status"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 var agentBin, cpBin string

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets/ssmtest"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore/ssmtest"
 	"github.com/molecule-ai/molecule-agent/agent/status"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 const prefix = "/molecule/test/tenants/acme"

@@ -20,7 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 // TestServerPackage is the import path of the binary baked into test images.

@@ -1,6 +1,6 @@
 package workspacetest
 
-import "github.com/molecule-ai/molecule-agent/agent/testenv"
+import "github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 
 // RuntimePackage is the import path of the stand-in runtime.
 const RuntimePackage = "github.com/molecule-ai/molecule-agent/agent/workspace/workspacetest/standin-runtime"

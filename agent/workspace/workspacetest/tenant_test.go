@@ -16,8 +16,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
 	"github.com/molecule-ai/molecule-agent/agent/workspace/workspacetest"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

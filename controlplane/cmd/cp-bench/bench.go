@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/secret"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/sim"
 )
 

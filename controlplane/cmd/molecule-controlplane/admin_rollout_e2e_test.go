@@ -17,9 +17,9 @@ import (
 	"github.com/molecule-ai/molecule-agent/agent/container"
 	"github.com/molecule-ai/molecule-agent/agent/container/containertest"
 	"github.com/molecule-ai/molecule-agent/agent/identity/imdstest"
-	"github.com/molecule-ai/molecule-agent/agent/secret"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 	"github.com/molecule-ai/molecule-agent/controlplane/events"
 	"github.com/molecule-ai/molecule-agent/controlplane/rollout"
 )

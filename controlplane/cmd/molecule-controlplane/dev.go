@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/molecule-ai/molecule-agent/agent/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 )
 
 func devCmd(e env) *cobra.Command {

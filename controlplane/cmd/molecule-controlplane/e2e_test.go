@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/fleet"
-	"github.com/molecule-ai/molecule-agent/agent/secret"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/agent/heartbeat"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 	"github.com/molecule-ai/molecule-agent/controlplane/attest/attesttest"
 )
 
@@ -127,7 +127,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 type agentRun struct {
-	loop   *fleet.Loop
+	loop   *heartbeat.Loop
 	cancel context.CancelFunc
 	done   chan error
 	gone   atomic.Bool
@@ -141,7 +141,7 @@ func startAgent(t *testing.T, url, dir string, proof func(context.Context) (api.
 		t.Fatal(err)
 	}
 	a := &agentRun{done: make(chan error, 1)}
-	a.loop, err = fleet.New(fleet.Config{
+	a.loop, err = heartbeat.New(heartbeat.Config{
 		Client: c, URL: url, StateDir: dir, Proof: proof,
 		Register: api.RegisterRequest{AgentVersion: "e2e", BootID: "boot-" + filepath.Base(dir)},
 		Snapshot: func() api.HeartbeatRequest {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/molecule-ai/molecule-agent/agent/secret"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 )
 
 // env is what main reads from the environment.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 func TestAdminToken(t *testing.T) {

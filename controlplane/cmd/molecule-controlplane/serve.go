@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
-	"github.com/molecule-ai/molecule-agent/agent/secret"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/attest"
 	"github.com/molecule-ai/molecule-agent/controlplane/server"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
@@ -30,7 +30,7 @@ type serveOpts struct {
 	shedFactor, massShare                float64
 	massMin                              int
 	restartHold                          time.Duration
-	fleet                                fleetOpts
+	fleet                                rolloutOpts
 }
 
 func (o *serveOpts) flags(cmd *cobra.Command, defaultDB string) {

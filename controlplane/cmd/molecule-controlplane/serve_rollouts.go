@@ -11,8 +11,8 @@ import (
 	"github.com/molecule-ai/molecule-agent/controlplane/server"
 )
 
-// fleetOpts are serve's flags for rollouts, events and webhooks.
-type fleetOpts struct {
+// rolloutOpts are serve's flags for rollouts, events and webhooks.
+type rolloutOpts struct {
 	webhooks          string
 	canary, batchPct  int
 	bake, waveTimeout time.Duration
@@ -21,7 +21,7 @@ type fleetOpts struct {
 	secureCookie      bool
 }
 
-func (o *fleetOpts) flags(cmd *cobra.Command) {
+func (o *rolloutOpts) flags(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&o.webhooks, "webhooks", "", "JSON file of webhooks (name, url, kinds, secret_file); none: no webhooks")
 	f.IntVar(&o.canary, "rollout-canary", rollout.DefaultCanary, "hosts in a rollout's canary wave")
@@ -35,7 +35,7 @@ func (o *fleetOpts) flags(cmd *cobra.Command) {
 
 // config builds the server's fleet-operations config, reading the webhooks
 // file (whose secrets sit in their own files).
-func (o *fleetOpts) config() (server.FleetOpsConfig, error) {
+func (o *rolloutOpts) config() (server.FleetOpsConfig, error) {
 	c := server.FleetOpsConfig{
 		Rollout: rollout.Policy{Canary: o.canary, BatchPercent: o.batchPct, BakeMS: o.bake.Milliseconds(),
 			WaveTimeoutMS: o.waveTimeout.Milliseconds()},

@@ -1,4 +1,4 @@
-package secrets_test
+package secretstore_test
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
-	"github.com/molecule-ai/molecule-agent/agent/secrets/ssmtest"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore/ssmtest"
 )
 
 func TestStoreRotation(t *testing.T) {
@@ -21,7 +21,7 @@ func TestStoreRotation(t *testing.T) {
 	src := newSSM(t, s, s.Credentials(), 1)
 	logs, ch := &logBuffer{}, &changes{}
 
-	loaded := secrets.NewStore(src, secrets.StoreOptions{Refresh: time.Hour})
+	loaded := secretstore.NewStore(src, secretstore.StoreOptions{Refresh: time.Hour})
 	if err := loaded.Load(t.Context()); err != nil {
 		t.Fatalf("Load: %v", err)
 	}
@@ -78,7 +78,7 @@ func TestStoreRotation(t *testing.T) {
 
 func TestStoreResolve(t *testing.T) {
 	t.Parallel()
-	st := secrets.NewStore(secrets.NewFile(writeTemp(t, "tunnel-token: tok-abc\n")), secrets.StoreOptions{})
+	st := secretstore.NewStore(secretstore.NewFile(writeTemp(t, "tunnel-token: tok-abc\n")), secretstore.StoreOptions{})
 	if _, err := st.Resolve("secret:tunnel-token"); err == nil || !strings.Contains(err.Error(), "not fetched yet") {
 		t.Errorf("Resolve before any fetch = %v, want a not-fetched-yet error", err)
 	}
@@ -107,7 +107,7 @@ func TestStoreResolve(t *testing.T) {
 			t.Errorf("Resolve(%q) = %q, %v; want %q", tt.in, got.Reveal(), err, tt.want)
 		}
 	}
-	var me *secrets.MissingError
+	var me *secretstore.MissingError
 	if _, err := st.Resolve("secret:nope"); !errors.As(err, &me) || me.Name != "nope" {
 		t.Errorf("missing reference error = %v, want *MissingError for nope", err)
 	}
@@ -119,9 +119,9 @@ func TestLoadStopsOnPermanentError(t *testing.T) {
 	tenant(s)
 	s.Deny(prefix)
 	logs := &logBuffer{}
-	st := secrets.NewStore(newSSM(t, s, s.Credentials(), 1), secrets.StoreOptions{Logger: logs.logger(), BootBackoff: time.Millisecond})
+	st := secretstore.NewStore(newSSM(t, s, s.Credentials(), 1), secretstore.StoreOptions{Logger: logs.logger(), BootBackoff: time.Millisecond})
 	err := st.Load(t.Context())
-	if !errors.Is(err, secrets.ErrAccessDenied) {
+	if !errors.Is(err, secretstore.ErrAccessDenied) {
 		t.Fatalf("Load = %v, want ErrAccessDenied", err)
 	}
 	if got := s.Count("GetParametersByPath", "AccessDeniedException"); got != 1 {
@@ -136,7 +136,7 @@ func TestLoadHonoursContext(t *testing.T) {
 	t.Parallel()
 	s := ssmtest.New(t)
 	s.SetDown(ssmtest.Down503)
-	st := secrets.NewStore(newSSM(t, s, s.Credentials(), 1), secrets.StoreOptions{BootBackoff: time.Millisecond})
+	st := secretstore.NewStore(newSSM(t, s, s.Credentials(), 1), secretstore.StoreOptions{BootBackoff: time.Millisecond})
 	ctx, cancel := contextAfter(t, func() bool { return s.Count("", "ServiceUnavailable") >= 3 })
 	defer cancel()
 	if err := st.Load(ctx); !errors.Is(err, ctx.Err()) || ctx.Err() == nil {
@@ -146,12 +146,12 @@ func TestLoadHonoursContext(t *testing.T) {
 
 func TestStoreOptionsDefaults(t *testing.T) {
 	t.Parallel()
-	st := secrets.NewStore(secrets.NewFile("/nonexistent"), secrets.StoreOptions{})
+	st := secretstore.NewStore(secretstore.NewFile("/nonexistent"), secretstore.StoreOptions{})
 	if got := st.Status(); got.Source != "/nonexistent" || got.Loaded || got.Count != 0 {
 		t.Errorf("fresh status = %+v, want source /nonexistent, not loaded", got)
 	}
 	err := st.Load(t.Context())
-	if !errors.Is(err, secrets.ErrInvalid) || !strings.Contains(st.Status().LastError, "open secrets file") {
+	if !errors.Is(err, secretstore.ErrInvalid) || !strings.Contains(st.Status().LastError, "open secrets file") {
 		t.Errorf("Load of a missing file = %v (status %q), want ErrInvalid naming the file", err, st.Status().LastError)
 	}
 }

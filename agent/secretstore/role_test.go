@@ -1,4 +1,4 @@
-package secrets_test
+package secretstore_test
 
 import (
 	"errors"
@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/identity/imdstest"
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
-	"github.com/molecule-ai/molecule-agent/agent/secrets/ssmtest"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore/ssmtest"
 )
 
 // TestSSMWithInstanceRole runs the default credential chain as on EC2:
@@ -26,7 +26,7 @@ func TestSSMWithInstanceRole(t *testing.T) {
 		want := tenant(s)
 		tr := &http.Transport{}
 		t.Cleanup(tr.CloseIdleConnections)
-		src, err := secrets.NewSSM(t.Context(), secrets.SSMOptions{
+		src, err := secretstore.NewSSM(t.Context(), secretstore.SSMOptions{
 			Prefix: prefix, Region: ssmtest.Region, Endpoint: s.URL, IMDSEndpoint: md.URL,
 			HTTPClient: &http.Client{Transport: tr}, MaxAttempts: 1,
 		})
@@ -36,7 +36,7 @@ func TestSSMWithInstanceRole(t *testing.T) {
 		got, err := src.Fetch(t.Context())
 		if v1Only {
 			const msg = "no aws credentials to read " + prefix + ": attach an instance profile (read over IMDSv2) or configure credentials: "
-			if !errors.Is(err, secrets.ErrNoCredentials) || !strings.HasPrefix(err.Error(), msg) || !secrets.Transient(err) {
+			if !errors.Is(err, secretstore.ErrNoCredentials) || !strings.HasPrefix(err.Error(), msg) || !secretstore.Transient(err) {
 				t.Errorf("v1-only IMDS: Fetch error %q, want transient ErrNoCredentials starting %q", err, msg)
 			}
 			if md.Stats().V1Served != 0 {

@@ -1,4 +1,4 @@
-package fleet
+package heartbeat
 
 import (
 	"context"
@@ -15,9 +15,9 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 	"github.com/molecule-ai/molecule-agent/controlplane/server"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
 )
@@ -46,7 +46,7 @@ func startCP(t *testing.T, addr, dsn string) *cp {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(context.Background(), server.Config{Store: st, AdminToken: secrets.New(admin),
+	srv, err := server.New(context.Background(), server.Config{Store: st, AdminToken: secretstore.New(admin),
 		Interval: 100 * time.Millisecond, FlushWindow: 100 * time.Millisecond, HostRate: 100, HostBurst: 100})
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +61,7 @@ func startCP(t *testing.T, addr, dsn string) *cp {
 	}
 	hs.Start()
 	c := &cp{t: t, url: hs.URL, addr: hs.Listener.Addr().String(), dsn: dsn, http: hs, st: st}
-	c.admin, _ = api.New(api.Options{BaseURL: hs.URL, AdminToken: secrets.New(admin)})
+	c.admin, _ = api.New(api.Options{BaseURL: hs.URL, AdminToken: secretstore.New(admin)})
 	t.Cleanup(c.stop)
 	return c
 }
@@ -74,13 +74,13 @@ func (c *cp) stop() {
 	}
 }
 
-func (c *cp) enrollment() secrets.Secret {
+func (c *cp) enrollment() secretstore.Secret {
 	c.t.Helper()
 	tok, err := c.admin.CreateEnrollmentToken(context.Background(), api.EnrollmentTokenRequest{Org: "acme", Role: "workspace"})
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	return secrets.New(tok.Token)
+	return secretstore.New(tok.Token)
 }
 
 func (c *cp) registrations(hostID string) int {
@@ -107,7 +107,7 @@ type agent struct {
 	replies int
 }
 
-func runAgent(t *testing.T, url, dir, boot string, enroll secrets.Secret) *agent {
+func runAgent(t *testing.T, url, dir, boot string, enroll secretstore.Secret) *agent {
 	t.Helper()
 	c, err := api.New(api.Options{BaseURL: url, RetryMax: -1, RequestTimeout: 2 * time.Second})
 	if err != nil {
@@ -213,7 +213,7 @@ func TestUnauthorizedRegistersAgain(t *testing.T) {
 	id := a.loop.Status().HostID
 	// Someone registers the same machine and boot: our token is rotated out.
 	other, _ := api.New(api.Options{BaseURL: c.url})
-	if _, err := other.Register(context.Background(), api.Proof{EnrollmentToken: enroll, MachineID: "machine-1"}, secrets.Secret{},
+	if _, err := other.Register(context.Background(), api.Proof{EnrollmentToken: enroll, MachineID: "machine-1"}, secretstore.Secret{},
 		api.RegisterRequest{BootID: "boot-1"}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,10 @@
-// Package fleet is the agent's side of the control plane: it registers the
+// Package heartbeat is the agent's side of the control plane: it registers the
 // host (with a proof the caller supplies), keeps the host ID and token in a
 // 0600 file under the state dir, and heartbeats at the server's interval
 // with jitter. When the control plane is down it backs off (jittered, capped
 // at about a minute) and recovers by itself; it never stops units except
 // through OnGone, on 410.
-package fleet
+package heartbeat
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 )
 
@@ -140,10 +140,10 @@ func (l *Loop) Run(ctx context.Context) error {
 	st, tok, err := loadState(l.cfg.StateDir)
 	if err != nil {
 		l.log.Warn("ignoring saved registration", "err", err)
-		st, tok = state{}, secrets.Secret{}
+		st, tok = state{}, secretstore.Secret{}
 	}
 	if st.URL != l.cfg.URL {
-		st, tok = state{}, secrets.Secret{}
+		st, tok = state{}, secretstore.Secret{}
 	}
 	var (
 		interval time.Duration
@@ -207,7 +207,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			// Our token is stale: register again (same boot, so the server
 			// lets us) and carry on.
 			l.log.Warn("control plane does not know our token; registering again", "host", st.HostID)
-			st.HostID, tok, wait = "", secrets.Secret{}, 0
+			st.HostID, tok, wait = "", secretstore.Secret{}, 0
 			l.update(func(s *Status) { s.Registered = false })
 		case l.gone(ctx, err):
 			return nil
@@ -218,7 +218,7 @@ func (l *Loop) Run(ctx context.Context) error {
 	}
 }
 
-func (l *Loop) register(ctx context.Context, current secrets.Secret) (api.Registration, error) {
+func (l *Loop) register(ctx context.Context, current secretstore.Secret) (api.Registration, error) {
 	proof, err := l.cfg.Proof(ctx)
 	if err != nil {
 		return api.Registration{}, fmt.Errorf("identity proof: %w", err)

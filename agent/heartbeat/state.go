@@ -1,4 +1,4 @@
-package fleet
+package heartbeat
 
 import (
 	"encoding/json"
@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 )
 
 // StateFile is the name of the registration file under the state dir.
@@ -23,26 +23,26 @@ type state struct {
 	BootID    string `json:"boot_id"`
 }
 
-func loadState(dir string) (state, secrets.Secret, error) {
+func loadState(dir string) (state, secretstore.Secret, error) {
 	b, err := os.ReadFile(filepath.Join(dir, StateFile))
 	if errors.Is(err, fs.ErrNotExist) {
-		return state{}, secrets.Secret{}, nil
+		return state{}, secretstore.Secret{}, nil
 	}
 	if err != nil {
-		return state{}, secrets.Secret{}, fmt.Errorf("read registration: %w", err)
+		return state{}, secretstore.Secret{}, fmt.Errorf("read registration: %w", err)
 	}
 	var s state
 	if err := json.Unmarshal(b, &s); err != nil {
-		return state{}, secrets.Secret{}, fmt.Errorf("registration file %s is corrupt (delete it to register again): %w", filepath.Join(dir, StateFile), err)
+		return state{}, secretstore.Secret{}, fmt.Errorf("registration file %s is corrupt (delete it to register again): %w", filepath.Join(dir, StateFile), err)
 	}
-	tok := secrets.New(s.HostToken)
+	tok := secretstore.New(s.HostToken)
 	s.HostToken = ""
 	return s, tok, nil
 }
 
 // saveState writes the registration atomically with mode 0600: a temporary
 // file in the same directory, fsync, rename, fsync the directory.
-func saveState(dir string, s state, tok secrets.Secret) error {
+func saveState(dir string, s state, tok secretstore.Secret) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
 	}

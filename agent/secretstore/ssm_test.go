@@ -1,4 +1,4 @@
-package secrets_test
+package secretstore_test
 
 import (
 	"bytes"
@@ -13,8 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"go.uber.org/goleak"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
-	"github.com/molecule-ai/molecule-agent/agent/secrets/ssmtest"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore/ssmtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -22,11 +22,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const prefix = "/molecule/prod/tenants/acme"
 
 // newSSM returns a source using the real SDK client against s.
-func newSSM(t *testing.T, s *ssmtest.Server, creds aws.CredentialsProvider, attempts int) *secrets.SSM {
+func newSSM(t *testing.T, s *ssmtest.Server, creds aws.CredentialsProvider, attempts int) *secretstore.SSM {
 	t.Helper()
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
-	src, err := secrets.NewSSM(t.Context(), secrets.SSMOptions{
+	src, err := secretstore.NewSSM(t.Context(), secretstore.SSMOptions{
 		Prefix: prefix, Region: ssmtest.Region, Endpoint: s.URL, Credentials: creds,
 		HTTPClient: &http.Client{Transport: tr}, MaxAttempts: attempts, MaxBackoff: time.Millisecond,
 	})
@@ -98,14 +98,14 @@ func TestNewSSMOptions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.prefix, func(t *testing.T) {
-			_, err := secrets.NewSSM(t.Context(), secrets.SSMOptions{Prefix: tt.prefix, Region: "us-east-1"})
+			_, err := secretstore.NewSSM(t.Context(), secretstore.SSMOptions{Prefix: tt.prefix, Region: "us-east-1"})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("NewSSM(%q) error = %v, want it to contain %q", tt.prefix, err, tt.want)
 			}
 		})
 	}
 	t.Run("trailing slash", func(t *testing.T) {
-		src, err := secrets.NewSSM(t.Context(), secrets.SSMOptions{Prefix: prefix + "/", Region: "us-east-1"})
+		src, err := secretstore.NewSSM(t.Context(), secretstore.SSMOptions{Prefix: prefix + "/", Region: "us-east-1"})
 		if err != nil || src.Location() != prefix {
 			t.Errorf("NewSSM(%s/) = %v, %v; want location %s", prefix, src, err, prefix)
 		}

@@ -1,4 +1,4 @@
-package secrets_test
+package secretstore_test
 
 import (
 	"errors"
@@ -9,8 +9,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
-	"github.com/molecule-ai/molecule-agent/agent/testenv"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
 func TestParseFile(t *testing.T) {
@@ -42,7 +42,7 @@ func TestParseFile(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := secrets.ParseFile([]byte(tt.in))
+			got, err := secretstore.ParseFile([]byte(tt.in))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("ParseFile error = %v, want %q", err, tt.wantErr)
@@ -70,7 +70,7 @@ func TestParseFile(t *testing.T) {
 func TestFileSource(t *testing.T) {
 	t.Parallel()
 	p := writeTemp(t, "tunnel-token: first-value\n")
-	src := secrets.NewFile(p)
+	src := secretstore.NewFile(p)
 	got, err := src.Fetch(t.Context())
 	if err != nil || got["tunnel-token"].Reveal() != "first-value" {
 		t.Fatalf("Fetch = %v, %v", got, err)
@@ -84,7 +84,7 @@ func TestFileSource(t *testing.T) {
 	if err := os.WriteFile(p, []byte("{}"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := src.Fetch(t.Context()); !errors.Is(err, secrets.ErrEmpty) || !strings.Contains(err.Error(), p) {
+	if _, err := src.Fetch(t.Context()); !errors.Is(err, secretstore.ErrEmpty) || !strings.Contains(err.Error(), p) {
 		t.Errorf("Fetch of an empty file = %v, want ErrEmpty naming %s", err, p)
 	}
 }
@@ -94,7 +94,7 @@ func TestWriteFile(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "tunnel-token")
 	for _, v := range []string{"first-value", "second"} {
-		if err := secrets.WriteFile(p, secrets.New(v), -1, -1); err != nil {
+		if err := secretstore.WriteFile(p, secretstore.New(v), -1, -1); err != nil {
 			t.Fatalf("WriteFile: %v", err)
 		}
 		b, err := os.ReadFile(p)
@@ -110,16 +110,16 @@ func TestWriteFile(t *testing.T) {
 	if len(entries) != 1 {
 		t.Errorf("dir holds %d entries after two writes, want 1 (no temp files left)", len(entries))
 	}
-	if err := secrets.RemoveFile(p); err != nil {
+	if err := secretstore.RemoveFile(p); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("after RemoveFile stat = %v, want not exist", err)
 	}
-	if err := secrets.RemoveFile(p); err != nil {
+	if err := secretstore.RemoveFile(p); err != nil {
 		t.Errorf("RemoveFile of a missing file = %v, want nil", err)
 	}
-	if err := secrets.WriteFile(filepath.Join(dir, "missing", "x"), secrets.New("v"), -1, -1); err == nil {
+	if err := secretstore.WriteFile(filepath.Join(dir, "missing", "x"), secretstore.New("v"), -1, -1); err == nil {
 		t.Error("WriteFile into a missing directory succeeded")
 	}
 }
@@ -135,7 +135,7 @@ func TestWriteFileReplacesSymlink(t *testing.T) {
 	if err := os.Symlink(target, p); err != nil {
 		t.Fatal(err)
 	}
-	if err := secrets.WriteFile(p, secrets.New("v"), -1, -1); err != nil {
+	if err := secretstore.WriteFile(p, secretstore.New("v"), -1, -1); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(target); string(b) != "keep" {
@@ -148,7 +148,7 @@ func TestWriteFileChown(t *testing.T) {
 	t.Parallel()
 	p := filepath.Join(t.TempDir(), "token")
 	const nobody = 65534
-	if err := secrets.WriteFile(p, secrets.New("v"), nobody, nobody); err != nil {
+	if err := secretstore.WriteFile(p, secretstore.New("v"), nobody, nobody); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(p)
@@ -169,7 +169,7 @@ func FuzzParseFile(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := secrets.ParseFile(data)
+		m, err := secretstore.ParseFile(data)
 		if err != nil {
 			return
 		}
@@ -177,7 +177,7 @@ func FuzzParseFile(f *testing.F) {
 			t.Fatal("ParseFile returned no secrets and no error")
 		}
 		for n := range m {
-			if err := secrets.ValidName(n); err != nil {
+			if err := secretstore.ValidName(n); err != nil {
 				t.Fatalf("ParseFile accepted invalid name %q: %v", n, err)
 			}
 		}
@@ -189,15 +189,15 @@ func FuzzParseRef(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, v string) {
-		name, ok, err := secrets.ParseRef(v)
+		name, ok, err := secretstore.ParseRef(v)
 		switch {
 		case !ok && (err != nil || name != ""):
 			t.Fatalf("ParseRef(%q) = %q, %v, %v: not a reference yet a name or error", v, name, ok, err)
-		case ok && err == nil && secrets.RefPrefix+name != v:
+		case ok && err == nil && secretstore.RefPrefix+name != v:
 			t.Fatalf("ParseRef(%q) name %q does not round-trip", v, name)
-		case ok && err == nil && secrets.ValidName(name) != nil:
+		case ok && err == nil && secretstore.ValidName(name) != nil:
 			t.Fatalf("ParseRef(%q) accepted invalid name %q", v, name)
-		case !ok && strings.HasPrefix(v, secrets.RefPrefix):
+		case !ok && strings.HasPrefix(v, secretstore.RefPrefix):
 			t.Fatalf("ParseRef(%q) missed the prefix", v)
 		}
 	})

@@ -1,9 +1,9 @@
-// Package secrets fetches the host's secrets from AWS SSM Parameter Store (or
+// Package secretstore fetches the host's secrets from AWS SSM Parameter Store (or
 // a file, off EC2) and holds them in memory as values that never print, log
 // or marshal.
-package secrets
+package secretstore
 
-import "github.com/molecule-ai/molecule-agent/agent/secret"
+import "github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 
 // Secret is a sensitive string that prints, logs and marshals as [redacted].
 type Secret = secret.Secret

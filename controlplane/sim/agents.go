@@ -16,8 +16,8 @@ import (
 
 	"github.com/hashicorp/go-cleanhttp"
 
-	"github.com/molecule-ai/molecule-agent/agent/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 )
 
 // FleetConfig configures a simulated fleet.
@@ -28,7 +28,7 @@ type FleetConfig struct {
 	// Interval is the heartbeat interval; 0 takes the control plane's.
 	Interval time.Duration
 	// MinBackoff and MaxBackoff bound the retry delay after a failed
-	// heartbeat, as agent/fleet does (full jitter over an exponential
+	// heartbeat, as agent/heartbeat does (full jitter over an exponential
 	// ceiling, never less than the server's Retry-After). Defaults: a
 	// tenth of the interval and one interval.
 	MinBackoff, MaxBackoff time.Duration
@@ -245,7 +245,7 @@ func (f *Fleet) HostIDs() []string {
 	return out
 }
 
-// loop is one simulated agent's heartbeat loop, the way agent/fleet runs
+// loop is one simulated agent's heartbeat loop, the way agent/heartbeat runs
 // it: jittered interval, and on failure full-jitter backoff that honours
 // Retry-After.
 func (f *Fleet) loop(ctx context.Context, h *host) {
@@ -287,12 +287,12 @@ func codeOf(err error) int {
 	return 0
 }
 
-// jitter spreads interval by ±10%, as agent/fleet does.
+// jitter spreads interval by ±10%, as agent/heartbeat does.
 func jitter(interval time.Duration) time.Duration {
 	return interval - interval/10 + mrand.N(interval/5+1)
 }
 
-// backoff is agent/fleet's: full jitter over an exponential ceiling from
+// backoff is agent/heartbeat's: full jitter over an exponential ceiling from
 // lo, capped at hi, never less than the server's Retry-After.
 func backoff(lo, hi time.Duration, failures int, retryAfter time.Duration) time.Duration {
 	ceil := hi

@@ -20,7 +20,7 @@ import (
 	"github.com/aws/smithy-go"
 	"go.uber.org/goleak"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets/ssmtest"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore/ssmtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

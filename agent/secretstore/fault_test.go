@@ -1,4 +1,4 @@
-package secrets_test
+package secretstore_test
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/secrets"
-	"github.com/molecule-ai/molecule-agent/agent/secrets/ssmtest"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore/ssmtest"
 )
 
 // changes collects OnChange calls.
@@ -36,9 +36,9 @@ func (c *changes) get() [][]string {
 
 // runStore starts a store over src with fast test timings; the returned
 // function stops Run and fails the test unless it returned nil.
-func runStore(t *testing.T, src secrets.Source, logs *logBuffer, ch *changes) (*secrets.Store, func()) {
+func runStore(t *testing.T, src secretstore.Source, logs *logBuffer, ch *changes) (*secretstore.Store, func()) {
 	t.Helper()
-	st := secrets.NewStore(src, secrets.StoreOptions{
+	st := secretstore.NewStore(src, secretstore.StoreOptions{
 		Refresh: 20 * time.Millisecond, BootBackoff: time.Millisecond, MaxBootBackoff: 5 * time.Millisecond,
 		OnChange: ch.add, Logger: logs.logger(),
 	})
@@ -74,7 +74,7 @@ func TestFaults(t *testing.T) {
 		{
 			name:    "access denied",
 			setup:   func(s *ssmtest.Server) { s.Deny(prefix) },
-			kind:    secrets.ErrAccessDenied,
+			kind:    secretstore.ErrAccessDenied,
 			wantMsg: "instance role cannot read " + prefix + ": grant ssm:GetParametersByPath (and kms:Decrypt via SSM) on it: AccessDeniedException: User: arn:aws:sts::123456789012:assumed-role/molecule-agent/",
 			wantRef: "parameter tunnel-token unavailable: instance role cannot read " + prefix,
 			fix:     func(s *ssmtest.Server) { s.AllowAll() },
@@ -89,7 +89,7 @@ func TestFaults(t *testing.T) {
 		{
 			name:    "no parameters under the prefix",
 			setup:   func(s *ssmtest.Server) { deleteAll(s) },
-			kind:    secrets.ErrEmpty,
+			kind:    secretstore.ErrEmpty,
 			wantMsg: "no parameters under " + prefix + ": put the host's secrets there or fix secrets.prefix",
 			wantRef: "parameter tunnel-token unavailable: no parameters under " + prefix,
 			fix:     func(s *ssmtest.Server) { tenant(s) },
@@ -97,7 +97,7 @@ func TestFaults(t *testing.T) {
 		{
 			name:    "throttling storm",
 			setup:   func(s *ssmtest.Server) { s.Throttle(1 << 30) },
-			kind:    secrets.ErrThrottled,
+			kind:    secretstore.ErrThrottled,
 			wantMsg: "ssm kept throttling reads of " + prefix + " after retries: lower the refresh rate or the account's SSM call volume: ThrottlingException: Rate exceeded",
 			wantRef: "parameter tunnel-token unavailable: ssm kept throttling",
 			retries: true,
@@ -106,7 +106,7 @@ func TestFaults(t *testing.T) {
 		{
 			name:    "endpoint down at boot (connection reset) then up",
 			setup:   func(s *ssmtest.Server) { s.SetDown(ssmtest.DownReset) },
-			kind:    secrets.ErrUnreachable,
+			kind:    secretstore.ErrUnreachable,
 			wantMsg: "cannot reach ssm to read " + prefix + ": Post \"http://127.0.0.1:",
 			wantRef: "parameter tunnel-token unavailable: cannot reach ssm",
 			retries: true,
@@ -115,7 +115,7 @@ func TestFaults(t *testing.T) {
 		{
 			name:    "endpoint down at boot (503) then up",
 			setup:   func(s *ssmtest.Server) { s.SetDown(ssmtest.Down503) },
-			kind:    secrets.ErrUnreachable,
+			kind:    secretstore.ErrUnreachable,
 			wantMsg: "ssm endpoint unavailable reading " + prefix + ": ServiceUnavailable: Service Unavailable",
 			wantRef: "parameter tunnel-token unavailable: ssm endpoint unavailable",
 			retries: true,
@@ -124,7 +124,7 @@ func TestFaults(t *testing.T) {
 		{
 			name:     "sigv4 rejected",
 			wrongKey: true,
-			kind:     secrets.ErrRejected,
+			kind:     secretstore.ErrRejected,
 			wantMsg:  "ssm rejected the credentials reading " + prefix + ": check the instance role credentials and the host clock: InvalidSignatureException: The request signature we calculated does not match",
 			wantRef:  "parameter tunnel-token unavailable: ssm rejected the credentials",
 			fix:      func(s *ssmtest.Server) { s.AcceptKey(ssmtest.AccessKeyID, ssmtest.WrongSecretAccessKey) },
@@ -152,7 +152,7 @@ func TestFaults(t *testing.T) {
 			if tt.kind != nil && (!errors.Is(err, tt.kind) || !strings.HasPrefix(err.Error(), tt.wantMsg)) {
 				t.Fatalf("Fetch error = %q, want kind %v and prefix %q", err, tt.kind, tt.wantMsg)
 			}
-			if tt.kind != nil && secrets.Transient(err) != tt.retries {
+			if tt.kind != nil && secretstore.Transient(err) != tt.retries {
 				t.Errorf("Transient(%v) = %v, want %v", err, !tt.retries, tt.retries)
 			}
 
@@ -167,7 +167,7 @@ func TestFaults(t *testing.T) {
 				waitFor(t, "the first load", func() bool { return st.Status().Loaded })
 			}
 			_, rerr := st.Resolve("secret:tunnel-token")
-			var me *secrets.MissingError
+			var me *secretstore.MissingError
 			if !errors.As(rerr, &me) || !strings.HasPrefix(rerr.Error(), tt.wantRef) {
 				t.Errorf("Resolve(secret:tunnel-token) error = %v, want a *MissingError starting %q", rerr, tt.wantRef)
 			}
