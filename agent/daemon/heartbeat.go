@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"strconv"
 	"strings"
 	"time"
 
@@ -40,19 +39,14 @@ func (d *Daemon) Heartbeat(bootID string, appliedRevision int64) api.HeartbeatRe
 		if u.LastError != "" && !u.Ready {
 			us.Detail = strings.TrimSpace(us.Detail + " " + u.LastError)
 		}
-		if img := u.Info["image"]; img != "" {
-			us.Image = img
-			if _, dg, ok := strings.Cut(img, "@"); ok {
-				us.ImageDigest = dg
+		if c := u.Container; c != nil {
+			us.Image, us.ImageDigest = c.Image, c.Digest
+			if up := c.Update; up != nil {
+				hb.Updates = append(hb.Updates, api.UpdateStatus{Unit: u.Name, Digest: up.To, Phase: up.Phase, Detail: up.Reason})
 			}
 		}
-		if id := u.Info["tunnel_id"]; id != "" {
-			n, _ := strconv.Atoi(u.Info["ready_connections"])
-			hb.Tunnel = &api.TunnelStatus{ID: id, ReadyConnections: n}
-		}
-		if ph := u.Info["update_phase"]; ph != "" {
-			hb.Updates = append(hb.Updates, api.UpdateStatus{Unit: u.Name, Digest: u.Info["update_to"],
-				Phase: ph, Detail: u.Info["update_reason"]})
+		if t := u.Tunnel; t != nil && t.ID != "" {
+			hb.Tunnel = &api.TunnelStatus{ID: t.ID, ReadyConnections: t.ReadyConnections}
 		}
 		hb.Units = append(hb.Units, us)
 		allReady = allReady && u.Ready

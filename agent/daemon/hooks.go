@@ -10,9 +10,10 @@ import (
 )
 
 // SpecHook adjusts the supervisor spec built for a unit: a built-in unit
-// adds its own readiness, status fields or preparation. It runs once, at
-// New, and may wrap sp.Prepare.
-type SpecHook func(sp *supervisor.Spec, u config.Unit) error
+// adds its own readiness, status facets or preparation. It runs once, at
+// New, and may wrap sp.Prepare. exec is the unit's process driver, nil
+// unless the unit is kind exec.
+type SpecHook func(sp *supervisor.Spec, exec *supervisor.ExecDriver, u config.Unit) error
 
 // SecretsChanged restarts, one at a time and in dependency order, the units
 // that use any of the changed secrets, and lets blocked units try again.

@@ -40,13 +40,15 @@ func (d *Daemon) specFor(u config.Unit) (supervisor.Spec, error) {
 		return supervisor.Spec{}, err
 	}
 	var drv supervisor.Driver
+	var exec *supervisor.ExecDriver
 	redact := &supervisor.Redactor{}
 	switch u.Kind {
 	case config.KindExec:
-		drv = &supervisor.ExecDriver{Command: u.Command, Args: u.Args, Dir: u.Dir, User: u.User,
+		exec = &supervisor.ExecDriver{Command: u.Command, Args: u.Args, Dir: u.Dir, User: u.User,
 			StopSignal: sig, Log: log, Redact: redact, Output: supervisor.OutputLimits{
 				LinesPerSecond: d.cfg.Log.LinesPerSecond, Burst: d.cfg.Log.Burst,
 				MaxLineBytes: d.cfg.Log.MaxLineBytes}}
+		drv = exec
 	default:
 		f, ok := d.drivers[u.Kind]
 		if !ok {
@@ -77,11 +79,14 @@ func (d *Daemon) specFor(u config.Unit) (supervisor.Spec, error) {
 			}
 		}
 	}
+	if cd, ok := drv.(*container.Driver); ok {
+		sp.Reporters = append(sp.Reporters, cd.Report)
+	}
 	mat := &materializer{d: d, unit: u, log: log, redact: redact}
 	sp.Prepare = mat.prepare
 	sp.Cleanup = mat.cleanup
 	if hook, ok := d.hooks[u.Builtin]; ok && u.Builtin != "" {
-		if err := hook(&sp, u); err != nil {
+		if err := hook(&sp, exec, u); err != nil {
 			return supervisor.Spec{}, fmt.Errorf("unit %s: %w", u.Name, err)
 		}
 	}
