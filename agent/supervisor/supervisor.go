@@ -133,6 +133,8 @@ type Supervisor struct {
 	wg  sync.WaitGroup
 	// shutdown is set by Stop: the agent is exiting.
 	shutdown atomic.Bool
+	// lastTurn is when Run's main loop last turned (Unix ns).
+	lastTurn atomic.Int64
 }
 
 // detacher is an Instance that can be left running.

@@ -17,14 +17,14 @@ import (
 const (
 	// DefaultConfigsDir is where SaaS hosts keep the runtime's configs
 	// (the tenant's Files API writes there too).
-	DefaultConfigsDir = "/opt/configs"
+	DefaultConfigsDir = config.DefaultWorkspaceConfigsDir
 	// DefaultUser runs the runtime on SaaS hosts.
 	DefaultUser = "ubuntu"
 	// Builtin is the config.Unit.Builtin value of the runtime unit.
-	Builtin = "workspace-runtime"
+	Builtin = config.WorkspaceBuiltin
 	// DefaultTokenSecret is the secret (SSM parameter under the host's
 	// prefix) holding the workspace auth token.
-	DefaultTokenSecret = "workspace-auth-token"
+	DefaultTokenSecret = config.WorkspaceTokenSecret
 )
 
 // RuntimeOptions are what the runtime unit's preparation needs. Empty
@@ -45,7 +45,9 @@ type RuntimeOptions struct {
 	User   string
 	Home   string
 	Config RuntimeConfig
-	// Token returns the workspace auth token (secretstore.Store.Get).
+	// Token returns the workspace auth token (secretstore.Store.Get), which
+	// Prepare writes to ConfigsDir/.auth_token. Nil: the token file is one of
+	// the unit's own files, which the daemon writes like any other.
 	Token func() (secretstore.Secret, bool)
 	// TokenLocation names the token's parameter in messages, e.g.
 	// "/molecule/prod/workspaces/<id>/auth-token".
@@ -82,13 +84,12 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 			return nil, &supervisor.BlockedError{Reason: err.Error()}
 		}
 		var tok secretstore.Secret
-		found := false
 		if o.Token != nil {
-			tok, found = o.Token()
-		}
-		if !found || strings.TrimSpace(tok.Reveal()) == "" {
-			return nil, &supervisor.BlockedError{Reason: "workspace auth token missing: no value at " + o.TokenLocation +
-				"; the runtime starts once it is there"}
+			found := false
+			if tok, found = o.Token(); !found || strings.TrimSpace(tok.Reveal()) == "" {
+				return nil, &supervisor.BlockedError{Reason: "workspace auth token missing: no value at " + o.TokenLocation +
+					"; the runtime starts once it is there"}
+			}
 		}
 		var env []string
 		if inner != nil {
@@ -117,12 +118,17 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 		if err := WriteConfig(eo.ConfigsDir, o.Config, uid, gid); err != nil {
 			return nil, err
 		}
-		if err := WriteToken(eo.ConfigsDir, tok, uid, gid); err != nil {
-			return nil, &supervisor.BlockedError{Reason: fmt.Sprintf("%s: %v", o.TokenLocation, err)}
+		if o.Token != nil {
+			if err := WriteToken(eo.ConfigsDir, tok, uid, gid); err != nil {
+				return nil, &supervisor.BlockedError{Reason: fmt.Sprintf("%s: %v", o.TokenLocation, err)}
+			}
 		}
 		o.Log.Debug("wrote runtime config and token", "dir", eo.ConfigsDir)
 		if o.redactor != nil {
-			vals := []string{strings.TrimSpace(tok.Reveal())}
+			var vals []string
+			if o.Token != nil {
+				vals = append(vals, strings.TrimSpace(tok.Reveal()))
+			}
 			for _, v := range ws {
 				vals = append(vals, v.Reveal())
 			}
