@@ -195,4 +195,3 @@ func TestUnitOwnedFileIsWrittenOnlyWithANewValue(t *testing.T) {
 		t.Errorf("after the agent's exit %s = %q, %v; want it kept", tok, b, err)
 	}
 }
-
