@@ -65,3 +65,54 @@ func TestRoleOverrideErrorsStillNameTheField(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// The workspace token file is an ordinary unit file at the configured
+// configs_dir, the only one, and workspace.secrets are secret: env
+// references: no other road carries them to the runtime.
+func TestWorkspaceTokenFileFollowsConfigsDir(t *testing.T) {
+	tests := []struct {
+		name, section, wantPath string
+	}{
+		{"default", "", DefaultWorkspaceConfigsDir + "/" + WorkspaceTokenFile},
+		{"non-default", "\n  configs_dir: /srv/ws/configs", "/srv/ws/configs/" + WorkspaceTokenFile},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse(strings.NewReader("role: workspace\nworkspace:\n  id: w1\n  platform_url: https://t.example" +
+				tt.section + "\n  secrets: {OPENAI_API_KEY: openai-key}\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			u := c.Unit("runtime")
+			if u == nil {
+				t.Fatal("no runtime unit")
+			}
+			want := []File{{Path: tt.wantPath, Content: SecretPrefix + WorkspaceTokenSecret}}
+			if len(u.Files) != 1 || u.Files[0] != want[0] {
+				t.Errorf("runtime files = %+v, want exactly %+v", u.Files, want)
+			}
+			if got := u.Env["OPENAI_API_KEY"]; got != SecretPrefix+"openai-key" {
+				t.Errorf("runtime env OPENAI_API_KEY = %q, want secret:openai-key", got)
+			}
+			refs := strings.Join(u.SecretRefs(), ",")
+			for _, ref := range []string{WorkspaceTokenSecret, "openai-key"} {
+				if !strings.Contains(refs, ref) {
+					t.Errorf("SecretRefs %s lack %s: a rotation would not restart the runtime", refs, ref)
+				}
+			}
+		})
+	}
+}
+
+func TestFileOwnerIsValidated(t *testing.T) {
+	base := "units:\n  - name: a\n    command: /bin/true\n    files:\n      - {path: /run/x/tok, content: \"secret:tok\", owner: %s}\n"
+	for _, owner := range []string{"agent", "unit"} {
+		if _, err := Parse(strings.NewReader(strings.Replace(base, "%s", owner, 1))); err != nil {
+			t.Errorf("owner %s: %v", owner, err)
+		}
+	}
+	_, err := Parse(strings.NewReader(strings.Replace(base, "%s", "kept", 1)))
+	if err == nil || !strings.Contains(err.Error(), "units[0].files[0].owner") {
+		t.Errorf("owner kept: err = %v, want one naming units[0].files[0].owner", err)
+	}
+}

@@ -45,7 +45,24 @@ type File struct {
 	Content string `yaml:"content"`
 	// Mode is an octal string such as "0600"; default 0600.
 	Mode string `yaml:"mode"`
+	// Owner says who the file belongs to once written:
+	//   - "agent" (default): the agent writes it before each start and
+	//     removes a secret file when the unit stops for good and at exit;
+	//   - "unit": the unit may rewrite it (a token its platform mints at
+	//     first register). The agent writes it only when the source holds a
+	//     value the file does not already hold, starts the unit without it
+	//     when the source has no value, and never removes it.
+	Owner string `yaml:"owner"`
 }
+
+// File owners.
+const (
+	OwnerAgent = "agent"
+	OwnerUnit  = "unit"
+)
+
+// OwnedByUnit reports whether the unit owns the file once written.
+func (f File) OwnedByUnit() bool { return f.Owner == OwnerUnit }
 
 // Probe decides when a unit is ready. Exactly one of HTTP or TCP is set.
 type Probe struct {
@@ -132,6 +149,7 @@ func (c *Config) ApplyDefaults() {
 	for i := range c.Units {
 		c.Units[i].applyDefaults()
 	}
+	c.applyWorkspace()
 }
 
 func (u *Unit) applyDefaults() {

@@ -221,6 +221,9 @@ func (u *Unit) validate(p string) error {
 		if err := checkSecretRef(f.Content); err != nil {
 			return fieldErr(fp+".content", "%v", err)
 		}
+		if f.Owner != "" && f.Owner != OwnerAgent && f.Owner != OwnerUnit {
+			return fieldErr(fp+".owner", "%q: use agent (written each start, removed at stop) or unit (kept; written only when the source has a new value)", f.Owner)
+		}
 	}
 	if u.Dir != "" && !filepath.IsAbs(u.Dir) {
 		return fieldErr(p+".dir", "must be an absolute path")

@@ -3,7 +3,56 @@ package config
 import (
 	"net"
 	"path/filepath"
+	"slices"
 )
+
+// The workspace runtime unit (builtin: workspace-runtime) and the names
+// agent/workspace writes and reads (docs/platform-contract.md).
+const (
+	WorkspaceBuiltin = "workspace-runtime"
+	// DefaultWorkspaceConfigsDir is workspace.configs_dir's default.
+	DefaultWorkspaceConfigsDir = "/opt/configs"
+	// WorkspaceTokenSecret is the secret holding the workspace auth token;
+	// WorkspaceTokenFile the file in configs_dir the runtime reads it from.
+	WorkspaceTokenSecret = "workspace-auth-token"
+	WorkspaceTokenFile   = ".auth_token"
+)
+
+// workspaceReservedEnv are the variables the runtime's environment sets
+// itself (agent/workspace Env); a workspace secret may not take their name.
+var workspaceReservedEnv = []string{"WORKSPACE_ID", "PLATFORM_URL", "MOLECULE_URL", "HOSTNAME", "ADAPTER_MODULE",
+	"WORKSPACE_CONFIG_PATH", "CONFIGS_DIR", "HOME"}
+
+// applyWorkspace gives the workspace runtime unit what the workspace:
+// section asks for, as ordinary unit config, so its secrets reach it like
+// any unit's (resolved by the daemon's materializer, a rotation restarting
+// it): the token file <configs_dir>/.auth_token holding
+// secret:workspace-auth-token, unless the unit lists a file at that path
+// itself (to set its owner, say), and each workspace secret as a secret:
+// env reference, unless the unit's env sets that variable.
+func (c *Config) applyWorkspace() {
+	if c.Workspace.ConfigsDir == "" {
+		c.Workspace.ConfigsDir = DefaultWorkspaceConfigsDir
+	}
+	for i := range c.Units {
+		u := &c.Units[i]
+		if u.Builtin != WorkspaceBuiltin {
+			continue
+		}
+		tok := filepath.Join(c.Workspace.ConfigsDir, WorkspaceTokenFile)
+		if !slices.ContainsFunc(u.Files, func(f File) bool { return f.Path == tok }) {
+			u.Files = append(u.Files, File{Path: tok, Content: SecretPrefix + WorkspaceTokenSecret})
+		}
+		for env, name := range c.Workspace.Secrets {
+			if u.Env == nil {
+				u.Env = map[string]string{}
+			}
+			if _, set := u.Env[env]; !set {
+				u.Env[env] = SecretPrefix + name
+			}
+		}
+	}
+}
 
 // Workspace configures a workspace host's runtime (role: workspace). None of
 // it is secret: the auth token and workspace secrets come from the secrets
@@ -71,6 +120,9 @@ func (w *Workspace) validate() error {
 		}
 		if !secretNameRe.MatchString(v) {
 			return fieldErr("workspace.secrets."+k, "%q is not a secret name", v)
+		}
+		if slices.Contains(workspaceReservedEnv, k) {
+			return fieldErr("workspace.secrets."+k, "would override the runtime's own %s; rename it", k)
 		}
 	}
 	if w.Proxy.Listen != "" {

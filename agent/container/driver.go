@@ -75,7 +75,7 @@ type Driver struct {
 
 var (
 	_ supervisor.Driver   = (*Driver)(nil)
-	_ supervisor.Reporter = (*Driver)(nil)
+	_ supervisor.Reporter = (*Driver)(nil).Report
 )
 
 // New returns the driver of one unit, loading its update state.
@@ -231,10 +231,4 @@ func (d *Driver) stop(ctx context.Context, id string) error {
 		return fmt.Errorf("stop container %s: %w", short(id), err)
 	}
 	return nil
-}
-
-// Report implements supervisor.Reporter: image and update progress, never
-// a secret.
-func (d *Driver) Report() map[string]string {
-	return d.Status().Report()
 }

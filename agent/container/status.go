@@ -1,8 +1,10 @@
 package container
 
 import (
-	"strconv"
+	"strings"
 	"time"
+
+	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
 // Phase is where a unit's image update is.
@@ -42,22 +44,24 @@ type Status struct {
 	Since  time.Time    `json:"since,omitzero"`
 }
 
-// Report flattens the status for supervisor.Reporter.
-func (s Status) Report() map[string]string {
-	m := map[string]string{"image": s.Image}
+// Facet is the status as the unit status's container facet.
+func (s Status) Facet() *supervisor.ContainerFacet {
+	f := &supervisor.ContainerFacet{Image: s.Image}
+	if _, dg, ok := strings.Cut(s.Image, "@"); ok {
+		f.Digest = dg
+	}
 	if s.Phase == PhaseIdle {
-		return m
+		return f
 	}
-	m["update_phase"] = string(s.Phase)
-	m["update_to"] = s.To
-	if s.Reason != "" {
-		m["update_reason"] = s.Reason
-	}
+	f.Update = &supervisor.UpdateFacet{Phase: string(s.Phase), To: s.To, Reason: s.Reason}
 	if s.Phase == PhasePulling {
-		m["pull_bytes"] = strconv.FormatInt(s.Pull.Current, 10) + "/" + strconv.FormatInt(s.Pull.Total, 10)
+		f.Update.PullBytes, f.Update.PullTotal = s.Pull.Current, s.Pull.Total
 	}
-	return m
+	return f
 }
+
+// Report is the unit's supervisor.Reporter: its container facet.
+func (d *Driver) Report(f *supervisor.Facets) { f.Container = d.Status().Facet() }
 
 // Status returns the unit's image and update progress.
 func (d *Driver) Status() Status {

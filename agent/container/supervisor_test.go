@@ -54,8 +54,8 @@ func TestSupervisedUpdate(t *testing.T) {
 	s.Start(ctx)
 	defer s.Stop()
 	first := waitUnit(t, s, "ready", func(st supervisor.UnitStatus) bool { return st.Ready })
-	if first.Info["image"] != r.apps.V1 {
-		t.Errorf("status image = %q, want %s", first.Info["image"], r.apps.V1)
+	if c := first.Container; c == nil || c.Image != r.apps.V1 {
+		t.Errorf("status container facet = %+v, want image %s", c, r.apps.V1)
 	}
 
 	if err := s.Replace(ctx, "app", d.UpdateFunc(r.apps.V2, env, r.prober())); err != nil {
@@ -63,8 +63,8 @@ func TestSupervisedUpdate(t *testing.T) {
 	}
 	r.waitBody("/version", "v2")
 	st := waitUnit(t, s, "ready on v2", func(st supervisor.UnitStatus) bool { return st.Ready && st.ID != first.ID })
-	if st.Info["update_phase"] != string(PhaseCommitted) || st.Info["image"] != r.apps.V2 {
-		t.Errorf("status info = %v, want committed on v2", st.Info)
+	if c := st.Container; c == nil || c.Update == nil || c.Update.Phase != string(PhaseCommitted) || c.Image != r.apps.V2 {
+		t.Errorf("status container facet = %+v, want committed on v2", c)
 	}
 
 	err = s.Replace(ctx, "app", d.UpdateFunc(r.apps.V3, env, r.prober()))
@@ -74,7 +74,7 @@ func TestSupervisedUpdate(t *testing.T) {
 	}
 	r.waitBody("/version", "v2")
 	st = waitUnit(t, s, "ready on v2 again", func(st supervisor.UnitStatus) bool { return st.Ready })
-	if st.Info["update_phase"] != string(PhaseRolledBack) || st.Restarts != 0 {
+	if c := st.Container; c == nil || c.Update == nil || c.Update.Phase != string(PhaseRolledBack) || st.Restarts != 0 {
 		t.Errorf("status = %+v, want rolled_back and no restart counted", st)
 	}
 	if n := len(r.running()); n != 1 {

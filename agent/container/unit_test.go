@@ -10,6 +10,7 @@ import (
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
+	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
 func TestParseAuth(t *testing.T) {
@@ -117,27 +118,23 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 }
 
-func TestStatusReport(t *testing.T) {
+func TestStatusFacet(t *testing.T) {
 	tests := []struct {
 		s    Status
-		want map[string]string
+		want supervisor.ContainerFacet
 	}{
-		{Status{Image: "i"}, map[string]string{"image": "i"}},
+		{Status{Image: "i"}, supervisor.ContainerFacet{Image: "i"}},
+		{Status{Image: "i@sha256:ab"}, supervisor.ContainerFacet{Image: "i@sha256:ab", Digest: "sha256:ab"}},
 		{Status{Image: "i", Phase: PhasePulling, To: "j", Pull: PullProgress{Current: 5, Total: 10}},
-			map[string]string{"image": "i", "update_phase": "pulling", "update_to": "j", "pull_bytes": "5/10"}},
-		{Status{Image: "i", Phase: PhaseRolledBack, To: "j", Reason: "not ready"},
-			map[string]string{"image": "i", "update_phase": "rolled_back", "update_to": "j", "update_reason": "not ready"}},
+			supervisor.ContainerFacet{Image: "i", Update: &supervisor.UpdateFacet{Phase: "pulling", To: "j", PullBytes: 5, PullTotal: 10}}},
+		{Status{Image: "i", Phase: PhaseRolledBack, To: "j", Reason: "not ready", Pull: PullProgress{Current: 5, Total: 10}},
+			supervisor.ContainerFacet{Image: "i", Update: &supervisor.UpdateFacet{Phase: "rolled_back", To: "j", Reason: "not ready"}}},
 	}
 	for _, tt := range tests {
-		got := tt.s.Report()
-		if len(got) != len(tt.want) {
-			t.Errorf("Report() = %v, want %v", got, tt.want)
-			continue
-		}
-		for k, v := range tt.want {
-			if got[k] != v {
-				t.Errorf("Report()[%s] = %q, want %q", k, got[k], v)
-			}
+		got := tt.s.Facet()
+		if got.Image != tt.want.Image || got.Digest != tt.want.Digest || (got.Update == nil) != (tt.want.Update == nil) ||
+			(got.Update != nil && *got.Update != *tt.want.Update) {
+			t.Errorf("Facet() = %+v (update %+v), want %+v (update %+v)", got, got.Update, tt.want, tt.want.Update)
 		}
 	}
 }

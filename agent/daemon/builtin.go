@@ -6,21 +6,16 @@ import (
 	"strconv"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
-	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 	"github.com/molecule-ai/molecule-agent/agent/tunnel"
 )
 
-// builtinHooks are the spec hooks of the built-in units.
-func builtinHooks(cfg *config.Config) map[string]SpecHook {
-	return map[string]SpecHook{tunnel.Builtin: cloudflaredHook(cfg)}
-}
-
 // cloudflaredHook gives the cloudflared unit its /ready probe (ready with at
 // least one edge connection; restarted only after a sustained not-ready
-// window), its status fields (tunnel ID, connector, connections) and a token
+// window), its status facet (tunnel ID, connector, connections) and a token
 // check before each start: a malformed token blocks the unit, no restart loop.
 func cloudflaredHook(cfg *config.Config) SpecHook {
-	return func(sp *supervisor.Spec, u config.Unit) error {
+	return func(b *unitBuild) error {
+		sp, u := &b.spec, b.unit
 		if u.Ready == nil || u.Ready.HTTP == "" {
 			return fmt.Errorf("builtin cloudflared needs ready.http pointing at its metrics /ready")
 		}
@@ -34,6 +29,7 @@ func cloudflaredHook(cfg *config.Config) SpecHook {
 		}
 		p := tunnel.NewProbe(port, nil)
 		sp.Prober = p
+		sp.Reporters = append(sp.Reporters, p.Report)
 		sp.NotReadyRestart = tunnel.DefaultNotReadyWindow
 		where := "env " + tunnel.TokenEnv
 		for _, ref := range u.SecretRefs() {

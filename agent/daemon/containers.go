@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,27 +19,19 @@ import (
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 )
 
-// containerUnit is a container unit's driver with what an update needs.
-type containerUnit struct {
-	drv     *container.Driver
-	prober  supervisor.Prober
-	prepare func(context.Context) ([]string, error)
-}
-
-// containers builds the Docker drivers and applies the desired images.
-type containers struct {
+// docker is the Docker client the container units share, made on the
+// first container unit.
+type docker struct {
 	cfg   *config.Config
 	store *secretstore.Store
-	log   *slog.Logger
 
 	once   sync.Once
 	cli    *client.Client
 	cliErr error
 	agent  string
-	units  map[string]*containerUnit
 }
 
-func (c *containers) client() (*client.Client, error) {
+func (c *docker) client() (*client.Client, error) {
 	c.once.Do(func() {
 		c.cli, c.cliErr = container.NewClient()
 		if c.cliErr == nil {
@@ -48,8 +41,8 @@ func (c *containers) client() (*client.Client, error) {
 	return c.cli, c.cliErr
 }
 
-// factory is the DriverFactory of kind: container.
-func (c *containers) factory(u config.Unit, log *slog.Logger) (supervisor.Driver, error) {
+// driver builds a kind: container unit's driver.
+func (c *docker) driver(u config.Unit, log *slog.Logger) (*container.Driver, error) {
 	cli, err := c.client()
 	if err != nil {
 		return nil, err
@@ -58,35 +51,42 @@ func (c *containers) factory(u config.Unit, log *slog.Logger) (supervisor.Driver
 		UpdateWindow: c.cfg.Updates.Window.Duration}
 	if name := u.Container.RegistryAuth; name != "" {
 		if c.store == nil {
-			return nil, fmt.Errorf("unit %s: container.registry_auth needs a secrets source", u.Name)
+			return nil, fmt.Errorf("container.registry_auth needs a secrets source")
 		}
 		opts.Auth = container.SecretAuth(c.store.Get, name)
 	}
 	return container.New(opts, container.SpecFromUnit(u))
 }
 
-// track remembers a container unit's finished spec for updates.
-func (c *containers) track(name string, sp supervisor.Spec) {
-	drv, ok := sp.Driver.(*container.Driver)
-	if !ok {
-		return
+// updatableUnit is a container unit with what an image update needs.
+type updatableUnit struct {
+	name    string
+	drv     *container.Driver
+	prober  supervisor.Prober
+	prepare func(context.Context) ([]string, error)
+}
+
+// updatable lists the container units, in config order.
+func updatable(units []unitBuild) []updatableUnit {
+	var out []updatableUnit
+	for _, u := range units {
+		if u.ctr != nil {
+			out = append(out, updatableUnit{name: u.unit.Name, drv: u.ctr, prober: u.spec.Prober, prepare: u.spec.Prepare})
+		}
 	}
-	if c.units == nil {
-		c.units = map[string]*containerUnit{}
-	}
-	c.units[name] = &containerUnit{drv: drv, prober: sp.Prober, prepare: sp.Prepare}
+	return out
 }
 
 // updateLoop applies the control plane's desired images, one unit at a time,
 // each through the supervisor so a replaced container is not taken for a
 // crash. A failed update rolls back inside the driver and is reported in
 // status and heartbeats; the revision counts as applied either way.
-func (c *containers) updateLoop(d *Daemon, desired *Desired) Background {
+func updateLoop(sup *supervisor.Supervisor, units []updatableUnit, desired *Desired, log *slog.Logger) Background {
 	return func(ctx context.Context) {
 		t := time.NewTicker(30 * time.Second)
 		defer t.Stop()
 		for {
-			c.apply(ctx, d, desired.Get())
+			applyImages(ctx, sup, units, desired.Get(), log)
 			desired.SetApplied(desired.Get().Revision)
 			select {
 			case <-ctx.Done():
@@ -98,30 +98,34 @@ func (c *containers) updateLoop(d *Daemon, desired *Desired) Background {
 	}
 }
 
-func (c *containers) apply(ctx context.Context, d *Daemon, ds api.DesiredState) {
-	for _, name := range d.sup.Names() {
-		cu, ok := c.units[name]
+func applyImages(ctx context.Context, sup *supervisor.Supervisor, units []updatableUnit, ds api.DesiredState, log *slog.Logger) {
+	for _, name := range sup.Names() {
+		i := slices.IndexFunc(units, func(u updatableUnit) bool { return u.name == name })
 		image := ds.Images[name]
-		if !ok || image == "" {
+		if i < 0 || image == "" {
+			continue
+		}
+		cu := units[i]
+		if image == "" {
 			continue
 		}
 		want, err := cu.drv.Wants(image)
 		if err != nil {
-			c.log.Error("desired image refused", "unit", name, "err", err)
+			log.Error("desired image refused", "unit", name, "err", err)
 			continue
 		}
 		if !want {
 			continue
 		}
-		c.log.Info("updating unit", "unit", name, "to", image)
-		err = d.sup.Replace(ctx, name, cu.drv.UpdateFunc(image, cu.prepare, cu.prober))
+		log.Info("updating unit", "unit", name, "to", image)
+		err = sup.Replace(ctx, name, cu.drv.UpdateFunc(image, cu.prepare, cu.prober))
 		switch {
 		case err == nil:
-			c.log.Info("update committed", "unit", name, "image", image)
+			log.Info("update committed", "unit", name, "image", image)
 		case errors.Is(err, supervisor.ErrNotRunning):
-			c.log.Warn("update deferred: unit not running", "unit", name)
+			log.Warn("update deferred: unit not running", "unit", name)
 		default:
-			c.log.Error("update failed", "unit", name, "image", image, "err", err)
+			log.Error("update failed", "unit", name, "image", image, "err", err)
 		}
 	}
 }

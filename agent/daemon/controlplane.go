@@ -1,19 +1,12 @@
 package daemon
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"log/slog"
-	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/heartbeat"
-	"github.com/molecule-ai/molecule-agent/agent/identity"
-	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 )
 
@@ -64,87 +57,32 @@ func (s *Desired) appliedRev() int64 {
 	return s.applied
 }
 
-// bootID identifies this boot of the machine; a reboot registers again.
-func bootID() (string, error) {
-	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	if err != nil {
-		return "", fmt.Errorf("boot id: %w", err)
-	}
-	return strings.TrimSpace(string(b)), nil
-}
-
 // newFleet builds the control-plane loop: registration with the host's
 // proof, heartbeats from the daemon's state, desired state into desired,
-// and on 410 every unit stopped and the agent idle.
-func newFleet(cfg *config.Config, store *secretstore.Store, log *slog.Logger, version string, d **Daemon, desired *Desired) (*heartbeat.Loop, error) {
+// the registration outcome into the boot, and on 410 every unit stopped and
+// the agent idle.
+func newFleet(cfg *config.Config, h *host, d *Daemon, desired *Desired, log *slog.Logger) (*heartbeat.Loop, error) {
+	if h.bootErr != nil {
+		return nil, h.bootErr
+	}
 	client, err := api.New(api.Options{BaseURL: cfg.ControlPlane.URL, Logger: log})
 	if err != nil {
 		return nil, err
 	}
-	boot, err := bootID()
-	if err != nil {
-		return nil, err
-	}
-	host, _ := os.Hostname()
 	return heartbeat.New(heartbeat.Config{
 		Client: client, URL: cfg.ControlPlane.URL, StateDir: cfg.StateDir, Logger: log,
-		Proof: proofSource(cfg, store, log),
+		Proof: h.proof,
 		Register: api.RegisterRequest{Role: cfg.Role, Org: cfg.ControlPlane.Org, Workspace: cfg.ControlPlane.Workspace,
-			AgentVersion: version, BootID: boot, Hostname: host},
-		Snapshot: func() api.HeartbeatRequest {
-			(*d).MarkBoot(StepRegistered)
-			return (*d).Heartbeat(boot, desired.appliedRev())
-		},
-		OnReply: func(r api.HeartbeatResponse) { desired.set(r.Desired) },
+			AgentVersion: d.version, BootID: h.bootID, Hostname: h.hostname},
+		Snapshot: func() api.HeartbeatRequest { return d.Heartbeat(h.bootID, desired.appliedRev()) },
+		OnReply:  func(r api.HeartbeatResponse) { desired.set(r.Desired) },
+		OnStatus: d.registration.observe,
 		OnGone: func() {
 			log.Warn("control plane says this host was deprovisioned: stopping every unit; the agent stays idle")
-			(*d).SetPhase("idle")
-			(*d).sup.StopUnits((*d).sup.Names()...)
+			d.SetPhase("idle")
+			d.stopUnits()
 		},
 	})
-}
-
-// proofSource returns how the host proves its identity: the EC2 instance
-// identity document over IMDSv2, or an enrollment token off EC2.
-func proofSource(cfg *config.Config, store *secretstore.Store, log *slog.Logger) func(context.Context) (api.Proof, error) {
-	if cfg.Identity.Mode == "enrollment" {
-		ref := cfg.Identity.EnrollmentToken
-		return func(context.Context) (api.Proof, error) {
-			tok, err := enrollmentToken(ref, store)
-			if err != nil {
-				return api.Proof{}, err
-			}
-			mid, _ := os.ReadFile("/etc/machine-id")
-			return api.Proof{EnrollmentToken: tok, MachineID: strings.TrimSpace(string(mid))}, nil
-		}
-	}
-	ic := identity.New(identity.Options{Endpoint: cfg.Identity.IMDSEndpoint, Logger: log})
-	return func(ctx context.Context) (api.Proof, error) {
-		id, err := ic.Identity(ctx)
-		if err != nil {
-			return api.Proof{}, err
-		}
-		return api.Proof{IdentityPKCS7: id.PKCS7, IdentityDocument: string(id.Document)}, nil
-	}
-}
-
-// enrollmentToken reads identity.enrollment_token: "file:<path>" or "secret:<name>".
-func enrollmentToken(ref string, store *secretstore.Store) (secretstore.Secret, error) {
-	if path, ok := strings.CutPrefix(ref, "file:"); ok {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return secretstore.Secret{}, fmt.Errorf("identity.enrollment_token: %w", err)
-		}
-		tok := strings.TrimSpace(string(b))
-		if tok == "" {
-			return secretstore.Secret{}, fmt.Errorf("identity.enrollment_token: %s is empty", path)
-		}
-		return secretstore.New(tok), nil
-	}
-	if store == nil {
-		return secretstore.Secret{}, errors.New("identity.enrollment_token names a secret but secrets.source is not set")
-	}
-	return store.Resolve(ref)
 }
 
 // fleetSection is the control-plane part of the status report.

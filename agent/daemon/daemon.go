@@ -1,6 +1,8 @@
-// Package daemon is `molecule-agent run`: it loads the units, starts the
-// supervisor, serves the status API, speaks sd_notify, and on SIGTERM stops
-// every unit in reverse dependency order before it exits.
+// Package daemon is `molecule-agent run`: it assembles the agent's parts
+// from the config in one pass (Assemble), then boots in named phases
+// (params, secrets, identity, registration, units), serves the status API,
+// speaks sd_notify, and on SIGTERM stops every unit in reverse dependency
+// order before it exits.
 package daemon
 
 import (
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
+	"github.com/molecule-ai/molecule-agent/agent/heartbeat"
 	"github.com/molecule-ai/molecule-agent/agent/identity"
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/status"
@@ -19,69 +22,45 @@ import (
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 )
 
-// Options configure a Daemon.
-type Options struct {
-	Config  *config.Config
-	Log     *slog.Logger
-	Version string
-	// Drivers adds unit kinds beyond exec (e.g. "container").
-	Drivers map[string]DriverFactory
-	// Secrets resolves secret: references; nil means no secrets source.
-	Secrets *secretstore.Store
-	// Hooks adjust the spec of units by their builtin name (cloudflared,
-	// runtime): extra readiness, status, preparation.
-	Hooks map[string]SpecHook
+// Background is a loop that runs beside the units until its context ends.
+type Background func(ctx context.Context)
 
-	containers *containers
-}
-
-// Daemon is one run of the agent.
+// Daemon is one run of the agent, built by Assemble.
 type Daemon struct {
 	cfg     *config.Config
 	log     *slog.Logger
 	version string
-	drivers map[string]DriverFactory
-	secrets *secretstore.Store
-	hooks   map[string]SpecHook
-	// containers tracks kind: container units for image updates.
-	containers *containers
-	started    time.Time
-	notify     notifier
+	started time.Time
+	notify  notifier
 
-	sup *supervisor.Supervisor
+	secrets *secretstore.Store
+	host    *host
+	sup     *supervisor.Supervisor
+	// fleet is the control-plane loop, nil without control_plane.url.
+	fleet        *heartbeat.Loop
+	registration *registration
+	// Loops by when they start: always with Run, after the secrets
+	// phase, and once the units run.
+	loops, secretLoops, unitLoops []Background
 	// closers run after every unit has stopped (log files, proxies).
 	closers []func()
-	// extraRefs are secrets a unit uses outside its env and files (the
-	// workspace runtime's workspace.secrets), by unit name.
-	extraRefs map[string][]string
+	// unitsUsing maps a secret name to the units that use it.
+	unitsUsing func(secret string) []string
 
-	mu       sync.Mutex
+	// Set by Run.
+	unitsCtx context.Context
+	bgCtx    context.Context
+	wg       sync.WaitGroup
+
+	mu           sync.Mutex
+	timeline     []api.BootStep
+	unitsStarted bool
+	// halted: every unit was stopped for good (deprovisioned, interrupted);
+	// units not started yet never start.
+	halted   bool
 	notice   *identity.Notice
-	boot     []api.BootStep
 	phase    string
 	sections map[string]func() any
-}
-
-// New prepares a daemon; nothing runs until Run.
-func New(o Options) (*Daemon, error) {
-	d := &Daemon{cfg: o.Config, log: o.Log, version: o.Version, drivers: o.Drivers,
-		secrets: o.Secrets, hooks: o.Hooks, containers: o.containers, started: time.Now(), phase: "starting",
-		notify: notifier{log: o.Log}, sections: map[string]func() any{}}
-	specs := make([]supervisor.Spec, 0, len(o.Config.Units))
-	for _, u := range o.Config.Units {
-		sp, err := d.specFor(u)
-		if err != nil {
-			return nil, err
-		}
-		specs = append(specs, sp)
-	}
-	sup, err := supervisor.New(o.Log, specs)
-	if err != nil {
-		return nil, err
-	}
-	d.sup = sup
-	d.MarkBoot(StepAgentStarted)
-	return d, nil
 }
 
 // Supervisor gives other parts (updates, secrets refresh) the running units.
@@ -118,9 +97,31 @@ func (d *Daemon) Report() status.Report {
 	return r
 }
 
-// Run supervises the units until ctx is cancelled, then stops them all and
-// returns nil. A cancelled context is a clean exit, not an error.
-func (d *Daemon) Run(ctx context.Context, background ...Background) error {
+// spawn runs loops beside the units until Run ends.
+func (d *Daemon) spawn(loops ...Background) {
+	for _, f := range loops {
+		d.wg.Add(1)
+		go func() { defer d.wg.Done(); f(d.bgCtx) }()
+	}
+}
+
+// stopUnits stops every unit for good, in reverse dependency order; units
+// not started yet never start.
+func (d *Daemon) stopUnits() {
+	d.mu.Lock()
+	d.halted = true
+	started := d.unitsStarted
+	d.mu.Unlock()
+	if started {
+		d.sup.StopUnits(d.sup.Names()...)
+	}
+}
+
+// Run boots and supervises the units until ctx is cancelled, then stops
+// them all and returns nil. A cancelled context is a clean exit, not an
+// error.
+func (d *Daemon) Run(ctx context.Context) error {
+	defer d.close()
 	if err := supervisor.BecomeSubreaper(); err != nil {
 		d.log.Warn("cannot become child subreaper; orphaned grandchildren go to PID 1", "err", err)
 	}
@@ -131,10 +132,7 @@ func (d *Daemon) Run(ctx context.Context, background ...Background) error {
 	if err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
 	go func() {
-		defer wg.Done()
 		if err := srv.Serve(); err != nil {
 			d.log.Error("status API stopped", "err", err)
 		}
@@ -142,41 +140,39 @@ func (d *Daemon) Run(ctx context.Context, background ...Background) error {
 
 	unitsCtx, stopUnits := context.WithCancel(context.Background())
 	defer stopUnits()
-	d.sup.Start(unitsCtx)
-	d.SetPhase("running")
-	d.log.Info("agent running", "version", d.version, "units", len(d.cfg.Units),
-		"status_socket", d.cfg.SocketPath())
-	d.notify.ready()
-
 	bgCtx, stopBG := context.WithCancel(ctx)
-	for _, f := range background {
-		wg.Add(1)
-		go func() { defer wg.Done(); f(bgCtx) }()
-	}
-	wg.Add(1)
-	go func() { defer wg.Done(); d.notify.watchdog(bgCtx, func() bool { return true }) }()
-	wg.Add(1)
-	go func() { defer wg.Done(); reapLoop(bgCtx) }()
+	defer stopBG()
+	d.unitsCtx, d.bgCtx = unitsCtx, bgCtx
+	d.spawn(d.loops...)
+	d.spawn(d.sup.Run, func(ctx context.Context) { d.notify.watchdog(ctx, d.sup.Alive) }, reapLoop)
+	booted := make(chan struct{})
+	go func() { defer close(booted); d.boot(bgCtx) }()
+	d.notify.ready()
 
 	<-ctx.Done()
 	d.SetPhase("stopping")
 	d.notify.stopping()
 	d.log.Info("agent stopping: stopping units")
 	stopBG()
-	d.sup.Stop()
+	<-booted
+	d.mu.Lock()
+	started := d.unitsStarted
+	d.mu.Unlock()
+	if started {
+		d.sup.Stop()
+	}
 	stopUnits()
 	_ = srv.Close()
-	wg.Wait()
+	d.wg.Wait()
 	d.removeSecretFiles()
-	d.close()
 	d.log.Info("agent stopped")
 	return nil
 }
 
 // close releases what runs beside the units (log files, proxies).
 func (d *Daemon) close() {
-	for _, c := range d.closers {
-		c()
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
 	}
 }
 

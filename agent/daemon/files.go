@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,35 +13,54 @@ import (
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
-// writeFiles writes a unit's files atomically, 0600 (or the configured mode
-// for literal content), owned by the unit's user.
-func writeFiles(u config.Unit, contents []secretstore.Secret, log *slog.Logger) error {
+// writeFiles writes a unit's files whose content is not nil, owned by the
+// unit's user.
+func writeFiles(u config.Unit, contents []*secretstore.Secret, log *slog.Logger) error {
 	uid, gid, err := supervisor.Owner(u.User)
 	if err != nil {
 		return err
 	}
 	for i, f := range u.Files {
-		if err := os.MkdirAll(filepath.Dir(f.Path), 0o711); err != nil {
-			return fmt.Errorf("unit file %s: %w", f.Path, err)
+		if contents[i] == nil {
+			continue
 		}
-		if err := secretstore.WriteFile(f.Path, contents[i], uid, gid); err != nil {
+		if err := writeUnitFile(f, *contents[i], uid, gid); err != nil {
 			return err
-		}
-		if _, isRef, _ := secretstore.ParseRef(f.Content); !isRef && f.Mode != "" {
-			m, _ := strconv.ParseUint(f.Mode, 8, 32)
-			if err := os.Chmod(f.Path, os.FileMode(m)); err != nil {
-				return fmt.Errorf("unit file %s: %w", f.Path, err)
-			}
 		}
 		log.Debug("wrote unit file", "path", f.Path)
 	}
 	return nil
 }
 
-// removeFiles removes a unit's secret files; plain files stay.
+// writeUnitFile is the one place a unit file reaches the disk: atomically,
+// 0600 (or the configured mode for literal content), owned by uid:gid.
+func writeUnitFile(f config.File, content secretstore.Secret, uid, gid int) error {
+	if err := os.MkdirAll(filepath.Dir(f.Path), 0o711); err != nil {
+		return fmt.Errorf("unit file %s: %w", f.Path, err)
+	}
+	if err := secretstore.WriteFile(f.Path, content, uid, gid); err != nil {
+		return err
+	}
+	if _, isRef, _ := secretstore.ParseRef(f.Content); !isRef && f.Mode != "" {
+		m, _ := strconv.ParseUint(f.Mode, 8, 32)
+		if err := os.Chmod(f.Path, os.FileMode(m)); err != nil {
+			return fmt.Errorf("unit file %s: %w", f.Path, err)
+		}
+	}
+	return nil
+}
+
+// holds reports whether the file at path already holds content.
+func holds(path string, content secretstore.Secret) bool {
+	b, err := os.ReadFile(path)
+	return err == nil && bytes.Equal(b, []byte(content.Reveal()))
+}
+
+// removeFiles removes a unit's secret files that the agent owns; plain
+// files and files the unit owns stay.
 func removeFiles(u config.Unit, log *slog.Logger) {
 	for _, f := range u.Files {
-		if _, isRef, _ := secretstore.ParseRef(f.Content); !isRef {
+		if _, isRef, _ := secretstore.ParseRef(f.Content); !isRef || f.OwnedByUnit() {
 			continue
 		}
 		if err := secretstore.RemoveFile(f.Path); err != nil {

@@ -5,27 +5,20 @@ import (
 	"slices"
 	"time"
 
-	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
-
-// SpecHook adjusts the supervisor spec built for a unit: a built-in unit
-// adds its own readiness, status fields or preparation. It runs once, at
-// New, and may wrap sp.Prepare.
-type SpecHook func(sp *supervisor.Spec, u config.Unit) error
 
 // SecretsChanged restarts, one at a time and in dependency order, the units
 // that use any of the changed secrets, and lets blocked units try again.
 // Units using none of them are not touched.
 func (d *Daemon) SecretsChanged(ctx context.Context, changed []string) {
 	d.sup.Poke()
+	var users []string
+	for _, s := range changed {
+		users = append(users, d.unitsUsing(s)...)
+	}
 	for _, name := range d.sup.Names() {
-		u := d.cfg.Unit(name)
-		uses := func(s string) bool { return slices.Contains(changed, s) }
-		if u == nil || !(slices.ContainsFunc(u.SecretRefs(), uses) || slices.ContainsFunc(d.extraRefs[name], uses)) {
-			continue
-		}
-		if !d.running(name) {
+		if !slices.Contains(users, name) || !d.running(name) {
 			continue
 		}
 		d.log.Info("restarting unit: a secret it uses changed", "unit", name)

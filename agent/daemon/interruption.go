@@ -10,9 +10,9 @@ import (
 // interruptionWatch stops every unit gracefully, in reverse dependency
 // order, when IMDS announces a spot interruption or an Auto Scaling
 // termination. The agent stays up to report it.
-func (d *Daemon) interruptionWatch(c *identity.Client, log *slog.Logger) Background {
+func (d *Daemon) interruptionWatch(h *host, log *slog.Logger) Background {
 	return func(ctx context.Context) {
-		n, err := c.Watch(ctx, 0)
+		n, err := h.imds.Watch(ctx, 0)
 		if err != nil {
 			return // ctx ended
 		}
@@ -22,7 +22,7 @@ func (d *Daemon) interruptionWatch(c *identity.Client, log *slog.Logger) Backgro
 		d.mu.Unlock()
 		d.SetPhase("interrupted")
 		d.AddSection("interruption", func() any { return n })
-		d.sup.StopUnits(d.sup.Names()...)
+		d.stopUnits()
 		log.Info("units stopped for the interruption", "notice", n.String())
 	}
 }

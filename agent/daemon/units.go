@@ -16,9 +16,40 @@ import (
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
-// DriverFactory builds the driver for one kind of unit (kind: container is
-// provided by the container package).
-type DriverFactory func(u config.Unit, log *slog.Logger) (supervisor.Driver, error)
+// unitBuild is one unit as Assemble builds it: its config, the spec the
+// supervisor runs, and its typed driver for the hooks and image updates.
+type unitBuild struct {
+	unit config.Unit
+	spec supervisor.Spec
+	exec *supervisor.ExecDriver // kind exec
+	ctr  *container.Driver      // kind container
+}
+
+// SpecHook adjusts a built-in unit as it is built: its own readiness,
+// status facets or preparation. It may wrap b.spec.Prepare.
+type SpecHook func(b *unitBuild) error
+
+// builder turns configured units into what the supervisor runs.
+type builder struct {
+	cfg    *config.Config
+	log    *slog.Logger
+	store  *secretstore.Store
+	docker *docker
+	// hooks by builtin name (cloudflared, workspace-runtime).
+	hooks map[string]SpecHook
+}
+
+func (b *builder) buildAll() ([]unitBuild, error) {
+	out := make([]unitBuild, 0, len(b.cfg.Units))
+	for _, u := range b.cfg.Units {
+		ub, err := b.build(u)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ub)
+	}
+	return out, nil
+}
 
 // baseEnv is what every exec unit gets besides its own env: the agent's own
 // environment (which may hold credentials) is never inherited.
@@ -32,31 +63,32 @@ func baseEnv() []string {
 	return env
 }
 
-// specFor turns a configured unit into what the supervisor runs.
-func (d *Daemon) specFor(u config.Unit) (supervisor.Spec, error) {
-	log := d.log.With("unit", u.Name)
+// build turns one configured unit into what the supervisor runs.
+func (b *builder) build(u config.Unit) (unitBuild, error) {
+	log := b.log.With("unit", u.Name)
 	sig, err := config.ParseSignal(u.Stop.Signal)
 	if err != nil {
-		return supervisor.Spec{}, err
+		return unitBuild{}, err
 	}
+	ub := unitBuild{unit: u}
 	var drv supervisor.Driver
 	redact := &supervisor.Redactor{}
 	switch u.Kind {
 	case config.KindExec:
-		drv = &supervisor.ExecDriver{Command: u.Command, Args: u.Args, Dir: u.Dir, User: u.User,
+		ub.exec = &supervisor.ExecDriver{Command: u.Command, Args: u.Args, Dir: u.Dir, User: u.User,
 			StopSignal: sig, Log: log, Redact: redact, Output: supervisor.OutputLimits{
-				LinesPerSecond: d.cfg.Log.LinesPerSecond, Burst: d.cfg.Log.Burst,
-				MaxLineBytes: d.cfg.Log.MaxLineBytes}}
+				LinesPerSecond: b.cfg.Log.LinesPerSecond, Burst: b.cfg.Log.Burst,
+				MaxLineBytes: b.cfg.Log.MaxLineBytes}}
+		drv = ub.exec
+	case config.KindContainer:
+		if ub.ctr, err = b.docker.driver(u, log); err != nil {
+			return unitBuild{}, fmt.Errorf("unit %s: %w", u.Name, err)
+		}
+		drv = ub.ctr
 	default:
-		f, ok := d.drivers[u.Kind]
-		if !ok {
-			return supervisor.Spec{}, fmt.Errorf("unit %s: kind %s is not available in this agent", u.Name, u.Kind)
-		}
-		if drv, err = f(u, log); err != nil {
-			return supervisor.Spec{}, fmt.Errorf("unit %s: %w", u.Name, err)
-		}
+		return unitBuild{}, fmt.Errorf("unit %s: kind %s is not available in this agent", u.Name, u.Kind)
 	}
-	sp := supervisor.Spec{
+	ub.spec = supervisor.Spec{
 		Name: u.Name, Kind: u.Kind, After: u.After, Driver: drv, Grace: u.Stop.Grace.Duration,
 		KeepOnShutdown: u.Container != nil && u.Container.OnAgentExit != "stop",
 		Restart: restart.Policy{Mode: restart.Mode(u.Restart.Policy),
@@ -64,36 +96,34 @@ func (d *Daemon) specFor(u config.Unit) (supervisor.Spec, error) {
 			StableAfter: u.Restart.StableAfter.Duration, Budget: u.Restart.Budget,
 			Window: u.Restart.Window.Duration, NoRestart: u.Restart.NoRestartExitCodes},
 	}
+	if ub.ctr != nil {
+		ub.spec.Reporters = append(ub.spec.Reporters, ub.ctr.Report)
+	}
 	if p := u.Ready; p != nil {
-		sp.ProbeInterval, sp.ProbeTimeout = p.Interval.Duration, p.Timeout.Duration
+		ub.spec.ProbeInterval, ub.spec.ProbeTimeout = p.Interval.Duration, p.Timeout.Duration
 		switch {
 		case p.HTTP != "":
-			sp.Prober = &supervisor.HTTPProbe{URL: p.HTTP, Status: p.Status}
+			ub.spec.Prober = &supervisor.HTTPProbe{URL: p.HTTP, Status: p.Status}
 		case p.TCP != "":
-			sp.Prober = &supervisor.TCPProbe{Addr: p.TCP}
-		case p.DockerHealth:
-			if cd, ok := drv.(*container.Driver); ok {
-				sp.Prober = cd.HealthProber()
-			}
+			ub.spec.Prober = &supervisor.TCPProbe{Addr: p.TCP}
+		case p.DockerHealth && ub.ctr != nil:
+			ub.spec.Prober = ub.ctr.HealthProber()
 		}
 	}
-	mat := &materializer{d: d, unit: u, log: log, redact: redact}
-	sp.Prepare = mat.prepare
-	sp.Cleanup = mat.cleanup
-	if hook, ok := d.hooks[u.Builtin]; ok && u.Builtin != "" {
-		if err := hook(&sp, u); err != nil {
-			return supervisor.Spec{}, fmt.Errorf("unit %s: %w", u.Name, err)
+	mat := &materializer{store: b.store, unit: u, log: log, redact: redact}
+	ub.spec.Prepare = mat.prepare
+	ub.spec.Cleanup = mat.cleanup
+	if hook, ok := b.hooks[u.Builtin]; ok && u.Builtin != "" {
+		if err := hook(&ub); err != nil {
+			return unitBuild{}, fmt.Errorf("unit %s: %w", u.Name, err)
 		}
 	}
-	if d.containers != nil && u.Kind == config.KindContainer {
-		d.containers.track(u.Name, sp)
-	}
-	return sp, nil
+	return ub, nil
 }
 
 // materializer resolves a unit's env and files before each start.
 type materializer struct {
-	d      *Daemon
+	store  *secretstore.Store
 	unit   config.Unit
 	log    *slog.Logger
 	redact *supervisor.Redactor
@@ -104,14 +134,14 @@ type materializer struct {
 // resolve turns a literal or a secret: reference into its value, collecting
 // what is missing.
 func (m *materializer) resolve(v string, missing *[]string) secretstore.Secret {
-	if m.d.secrets == nil {
+	if m.store == nil {
 		if _, isRef, _ := secretstore.ParseRef(v); isRef {
 			*missing = append(*missing, v+" (the agent has no secrets source; set secrets.source)")
 			return secretstore.Secret{}
 		}
 		return secretstore.New(v)
 	}
-	s, err := m.d.secrets.Resolve(v)
+	s, err := m.store.Resolve(v)
 	if err != nil {
 		*missing = append(*missing, err.Error())
 	}
@@ -131,9 +161,20 @@ func (m *materializer) prepare(context.Context) ([]string, error) {
 		env = slices.DeleteFunc(env, func(e string) bool { return strings.HasPrefix(e, k+"=") })
 		env = append(env, k+"="+v.Reveal())
 	}
-	contents := make([]secretstore.Secret, len(m.unit.Files))
+	// nil: not written this time.
+	contents := make([]*secretstore.Secret, len(m.unit.Files))
 	for i, f := range m.unit.Files {
-		contents[i] = m.resolve(f.Content, &missing)
+		if !f.OwnedByUnit() {
+			v := m.resolve(f.Content, &missing)
+			contents[i] = &v
+			continue
+		}
+		// A file the unit owns is written only with a value it does not
+		// hold yet; without one in the source, the unit's copy stands.
+		var none []string
+		if v := m.resolve(f.Content, &none); len(none) == 0 && !holds(f.Path, v) {
+			contents[i] = &v
+		}
 	}
 	if len(missing) > 0 {
 		return nil, &supervisor.BlockedError{Reason: strings.Join(missing, "; ")}

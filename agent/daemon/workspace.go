@@ -4,27 +4,21 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
-	"net"
 	"slices"
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
-	"github.com/molecule-ai/molecule-agent/agent/identity"
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
+	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 	"github.com/molecule-ai/molecule-agent/agent/workspace"
 )
 
 // workspaceParts are what a workspace host runs beside its runtime unit.
 type workspaceParts struct {
-	// unit is the runtime's unit name; secretRefs the workspace secrets it
-	// gets as env, so a rotation restarts it.
-	unit       string
-	secretRefs []string
-	hook       SpecHook
-	bg         []Background
-	section    func() any
-	closers    []func()
+	hook    SpecHook
+	bg      []Background
+	section func() any
+	closers []func()
 }
 
 // hasBuiltin reports whether a unit of cfg is the given built-in.
@@ -33,16 +27,19 @@ func hasBuiltin(cfg *config.Config, b string) bool {
 }
 
 // newWorkspace builds the runtime's hook, its registration checker, the
-// rotated log and the optional org-header proxy. sup is filled in once the
-// daemon exists (the checker restarts and stops the runtime through it).
-func newWorkspace(ctx context.Context, cfg *config.Config, store *secretstore.Store, log *slog.Logger, d **Daemon) (*workspaceParts, error) {
+// rotated log and the optional org-header proxy. The checker restarts and
+// stops the runtime through ops, once the units run.
+func newWorkspace(ctx context.Context, cfg *config.Config, store *secretstore.Store, h *host, ops *unitOps, log *slog.Logger) (*workspaceParts, error) {
 	w := cfg.Workspace
 	if w.ID == "" || w.PlatformURL == "" {
 		return nil, fmt.Errorf("workspace.id and workspace.platform_url are required for the workspace runtime")
 	}
-	hostIP, err := workspaceHostIP(ctx, cfg, log)
-	if err != nil {
-		return nil, err
+	hostIP := w.HostIP
+	if hostIP == "" {
+		var err error
+		if hostIP, err = h.privateIP(ctx); err != nil {
+			return nil, err
+		}
 	}
 	unit := ""
 	for _, u := range cfg.Units {
@@ -64,8 +61,12 @@ func newWorkspace(ctx context.Context, cfg *config.Config, store *secretstore.St
 			changed, err := store.Refresh(ctx)
 			return slices.Contains(changed, workspace.DefaultTokenSecret), err
 		},
-		Restart: func(ctx context.Context, why string) error { return (*d).sup.Restart(ctx, unit, why) },
-		Stop:    func() { (*d).sup.StopUnits(unit) },
+		Restart: func(ctx context.Context, why string) error {
+			return ops.do(ctx, func(s *supervisor.Supervisor) error { return s.Restart(ctx, unit, why) })
+		},
+		Stop: func() {
+			_ = ops.do(context.Background(), func(s *supervisor.Supervisor) error { s.StopUnits(unit); return nil })
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("workspace: %w", err)
@@ -83,7 +84,7 @@ func newWorkspace(ctx context.Context, cfg *config.Config, store *secretstore.St
 		logf.Close()
 		return nil, err
 	}
-	parts := &workspaceParts{unit: unit, secretRefs: slices.Sorted(maps.Values(w.Secrets)),
+	parts := &workspaceParts{
 		section: func() any { return chk.Status() },
 		bg:      []Background{chk.Run},
 		closers: []func(){func() { sink.Close(2 * time.Second) }, func() { logf.Close() }}}
@@ -101,27 +102,14 @@ func newWorkspace(ctx context.Context, cfg *config.Config, store *secretstore.St
 		platformURL = p.URL()
 		parts.closers = append(parts.closers, func() { p.Close() })
 	}
-	configsDir := w.ConfigsDir
-	if configsDir == "" {
-		configsDir = workspace.DefaultConfigsDir
-	}
+	// The token file and workspace.secrets are the unit's own files and
+	// env (agent/config adds them), resolved like any unit's.
 	opts := workspace.RuntimeOptions{WorkspaceID: w.ID, PlatformURL: platformURL, HostIP: hostIP,
-		AdapterModule: w.AdapterModule, ConfigsDir: configsDir, Checker: chk, Log: log, TokenLocation: tokenAt,
+		AdapterModule: w.AdapterModule, ConfigsDir: w.ConfigsDir, Checker: chk, Log: log, TokenLocation: tokenAt,
 		Config: workspace.RuntimeConfig{Name: w.Name, Description: w.Description, Tier: w.Tier,
 			Runtime: w.Runtime, Model: w.Model, Port: w.Port}}
-	if store != nil {
-		opts.Token = func() (secretstore.Secret, bool) { return store.Get(workspace.DefaultTokenSecret) }
-		opts.Secrets = func() map[string]secretstore.Secret {
-			out := map[string]secretstore.Secret{}
-			for env, name := range w.Secrets {
-				if v, ok := store.Get(name); ok {
-					out[env] = v
-				}
-			}
-			return out
-		}
-	}
-	parts.hook = workspace.Hook(opts, sink)
+	hook := workspace.Hook(opts, sink)
+	parts.hook = func(b *unitBuild) error { return hook(&b.spec, b.exec, b.unit) }
 	return parts, nil
 }
 
@@ -129,30 +117,4 @@ func (p *workspaceParts) close() {
 	for i := len(p.closers) - 1; i >= 0; i-- {
 		p.closers[i]()
 	}
-}
-
-// workspaceHostIP is the address the runtime registers: the configured one,
-// else the private IPv4 from IMDS, else (off EC2) the first non-loopback IPv4.
-func workspaceHostIP(ctx context.Context, cfg *config.Config, log *slog.Logger) (string, error) {
-	if cfg.Workspace.HostIP != "" {
-		return cfg.Workspace.HostIP, nil
-	}
-	if cfg.Identity.Mode != "enrollment" {
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		id, err := identity.New(identity.Options{Endpoint: cfg.Identity.IMDSEndpoint, Logger: log}).Identity(ctx)
-		if err != nil {
-			return "", fmt.Errorf("workspace host IP from IMDS: %w (set workspace.host_ip off EC2)", err)
-		}
-		return id.PrivateIPv4, nil
-	}
-	addrs, err := net.InterfaceAddrs()
-	if err == nil {
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
-				return ipn.IP.String(), nil
-			}
-		}
-	}
-	return "", fmt.Errorf("no private IPv4 found; set workspace.host_ip")
 }

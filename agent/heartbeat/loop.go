@@ -42,7 +42,11 @@ type Config struct {
 	// deprovisioned (410); the caller stops its units. The loop then idles
 	// until its context ends. No other error ever stops units.
 	OnGone func()
-	Logger *slog.Logger
+	// OnStatus, if set, receives the loop's status after every change (the
+	// daemon's boot waits on the first registration outcome). It must not
+	// block.
+	OnStatus func(Status)
+	Logger   *slog.Logger
 	// MinBackoff and MaxBackoff bound the retry delay while the control
 	// plane is unreachable (defaults 1s and 1m).
 	MinBackoff, MaxBackoff time.Duration
@@ -104,7 +108,11 @@ func (l *Loop) Status() Status {
 func (l *Loop) update(fn func(*Status)) {
 	l.mu.Lock()
 	fn(&l.status)
+	st := l.status
 	l.mu.Unlock()
+	if l.cfg.OnStatus != nil {
+		l.cfg.OnStatus(st)
+	}
 }
 
 // Backoff returns the delay before retry number failures (1-based): full

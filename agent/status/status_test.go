@@ -75,7 +75,7 @@ func TestWriteTable(t *testing.T) {
 		Sections: map[string]any{"control_plane": map[string]any{"registered": true, "host_id": "h1"}},
 		Units: []supervisor.UnitStatus{
 			{Name: "cloudflared", Kind: "exec", State: supervisor.Running, PID: 99, Since: now.Add(-5 * time.Second),
-				Detail: "0 connections", Info: map[string]string{"tunnel_id": "t-123"}},
+				Detail: "0 connections", Facets: supervisor.Facets{Tunnel: &supervisor.TunnelFacet{ID: "t-123"}}},
 			{Name: "platform", Kind: "container", State: supervisor.Blocked, Since: now,
 				Detail: "parameter admin-token missing under /p"},
 		},

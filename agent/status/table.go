@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
 // WriteTable prints the report for a person: one line per unit.
@@ -34,13 +36,50 @@ func WriteTable(w io.Writer, r *Report, now time.Time) error {
 		if u.LastExit != "" && u.State != "ready" {
 			detail = strings.TrimSpace(detail + " (last: " + u.LastExit + ")")
 		}
-		for _, k := range slices.Sorted(maps.Keys(u.Info)) {
-			detail = strings.TrimSpace(detail + " " + k + "=" + u.Info[k])
+		for _, kv := range facetPairs(u.Facets) {
+			detail = strings.TrimSpace(detail + " " + kv)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", u.Name, u.Kind, u.State, yesNo(u.Ready),
 			dash(id), u.Restarts, now.Sub(u.Since).Round(time.Second), dash(detail))
 	}
 	return tw.Flush()
+}
+
+// facetPairs shows a unit's facets as key=value words.
+func facetPairs(f supervisor.Facets) []string {
+	var out []string
+	add := func(k string, v any) {
+		if v != "" && v != 0 && v != int64(0) {
+			out = append(out, fmt.Sprintf("%s=%v", k, v))
+		}
+	}
+	if c := f.Container; c != nil {
+		add("image", c.Image)
+		if u := c.Update; u != nil {
+			add("update_phase", u.Phase)
+			add("update_to", u.To)
+			add("update_reason", u.Reason)
+			if u.PullTotal > 0 {
+				add("pull_bytes", fmt.Sprintf("%d/%d", u.PullBytes, u.PullTotal))
+			}
+		}
+	}
+	if t := f.Tunnel; t != nil {
+		add("tunnel_id", t.ID)
+		add("connector_id", t.ConnectorID)
+		if t.ConnectorID != "" {
+			out = append(out, fmt.Sprintf("ready_connections=%d", t.ReadyConnections))
+		}
+	}
+	if w := f.Workspace; w != nil {
+		add("registration", w.Registration)
+		add("platform_status", w.PlatformStatus)
+		add("registration_http_status", w.HTTPStatus)
+		add("register_status", w.RegisterStatus)
+		add("token_recovery", w.TokenRecovery)
+		add("registration_detail", w.Detail)
+	}
+	return out
 }
 
 func oneLine(v any) string {

@@ -82,13 +82,6 @@ type Prober interface {
 	Ready(ctx context.Context) (ok bool, detail string, err error)
 }
 
-// Reporter is optionally implemented by a Driver or Prober to add fields to
-// the unit's status (tunnel ID, image digest, update phase). Values must
-// never hold a secret.
-type Reporter interface {
-	Report() map[string]string
-}
-
 // BlockedError is returned by Spec.Prepare when the unit cannot start until
 // something outside it changes (a missing secret). The unit waits in Blocked
 // until Poke.
@@ -121,6 +114,9 @@ type Spec struct {
 	Prepare func(ctx context.Context) ([]string, error)
 	// Cleanup runs when the unit stops for good (secret files removed).
 	Cleanup func()
+	// Reporters fill in the unit status's facets (image, tunnel,
+	// registration), in order.
+	Reporters []Reporter
 }
 
 // Supervisor runs a set of units.
@@ -137,6 +133,8 @@ type Supervisor struct {
 	wg  sync.WaitGroup
 	// shutdown is set by Stop: the agent is exiting.
 	shutdown atomic.Bool
+	// lastTurn is when Run's main loop last turned (Unix ns).
+	lastTurn atomic.Int64
 }
 
 // detacher is an Instance that can be left running.

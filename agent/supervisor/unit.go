@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"sync"
 	"time"
 
@@ -13,19 +12,20 @@ import (
 
 // UnitStatus is one unit's state as shown by the status API and heartbeats.
 type UnitStatus struct {
-	Name       string            `json:"name"`
-	Kind       string            `json:"kind"`
-	State      State             `json:"state"`
-	Ready      bool              `json:"ready"`
-	Detail     string            `json:"detail,omitempty"`
-	PID        int               `json:"pid,omitempty"`
-	ID         string            `json:"id,omitempty"`
-	Restarts   int               `json:"restarts"`
-	LastExit   string            `json:"last_exit,omitempty"`
-	Since      time.Time         `json:"since"`
-	ReadySince *time.Time        `json:"ready_since,omitempty"`
-	LastError  string            `json:"last_error,omitempty"`
-	Info       map[string]string `json:"info,omitempty"`
+	Name       string     `json:"name"`
+	Kind       string     `json:"kind"`
+	State      State      `json:"state"`
+	Ready      bool       `json:"ready"`
+	Detail     string     `json:"detail,omitempty"`
+	PID        int        `json:"pid,omitempty"`
+	ID         string     `json:"id,omitempty"`
+	Restarts   int        `json:"restarts"`
+	LastExit   string     `json:"last_exit,omitempty"`
+	Since      time.Time  `json:"since"`
+	ReadySince *time.Time `json:"ready_since,omitempty"`
+	LastError  string     `json:"last_error,omitempty"`
+	// Facets are what the unit's parts report of its workload.
+	Facets
 }
 
 type restartReq struct {
@@ -71,14 +71,8 @@ func (u *unit) status() UnitStatus {
 	u.mu.Lock()
 	st := u.st
 	u.mu.Unlock()
-	info := map[string]string{}
-	for _, r := range []any{u.spec.Driver, u.spec.Prober} {
-		if rep, ok := r.(Reporter); ok {
-			maps.Copy(info, rep.Report())
-		}
-	}
-	if len(info) > 0 {
-		st.Info = info
+	for _, r := range u.spec.Reporters {
+		r(&st.Facets)
 	}
 	return st
 }

@@ -180,10 +180,10 @@ func TestAgentSupervisesCloudflared(t *testing.T) {
 	st := a.waitUnit(t, "running, not ready, 0 connections", func(s supervisor.UnitStatus) bool {
 		return s.State == supervisor.Running && !s.Ready && s.PID > 0 && s.Detail == "0 connections"
 	})
-	if st.Info["tunnel_id"] != tok.TunnelID || st.Info["ready_connections"] != "0" {
-		t.Errorf("status info = %v, want tunnel_id %s and ready_connections 0", st.Info, tok.TunnelID)
+	if st.Tunnel == nil || st.Tunnel.ID != tok.TunnelID || st.Tunnel.ReadyConnections != 0 {
+		t.Fatalf("status tunnel facet = %+v, want ID %s and 0 ready connections", st.Tunnel, tok.TunnelID)
 	}
-	firstConnector := st.Info["connector_id"]
+	firstConnector := st.Tunnel.ConnectorID
 	if _, err := uuid.Parse(firstConnector); err != nil {
 		t.Errorf("status connector_id %q is not a UUID", firstConnector)
 	}
@@ -223,7 +223,7 @@ func TestAgentSupervisesCloudflared(t *testing.T) {
 	t.Logf("measured: kill -9 → restarted and metrics port answering in %v", time.Since(killed).Round(time.Millisecond))
 	// Status moves on to the new run's connector.
 	a.waitUnit(t, "reporting the new connector", func(s supervisor.UnitStatus) bool {
-		return s.PID == st.PID && s.Info["connector_id"] != "" && s.Info["connector_id"] != firstConnector
+		return s.PID == st.PID && s.Tunnel != nil && s.Tunnel.ConnectorID != "" && s.Tunnel.ConnectorID != firstConnector
 	})
 
 	// The token is in neither argv nor the agent's log.
@@ -302,7 +302,7 @@ func TestAgentMalformedTokenBlocksUntilFixed(t *testing.T) {
 	tok := tunneltest.FakeToken(t)
 	a.setToken(t, tok.Token)
 	st = a.waitUnit(t, "running with the new tunnel", func(s supervisor.UnitStatus) bool {
-		return s.State == supervisor.Running && s.PID > 0 && s.Info["tunnel_id"] == tok.TunnelID
+		return s.State == supervisor.Running && s.PID > 0 && s.Tunnel != nil && s.Tunnel.ID == tok.TunnelID
 	})
 	if st.Restarts != 0 {
 		t.Errorf("restarts = %d, want 0 (cloudflared never ran with the bad token)", st.Restarts)

@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"context"
-	"strconv"
 	"strings"
 
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
@@ -16,21 +15,17 @@ func (p *Probe) SetTunnelID(id string) {
 	p.tunnelID = id
 }
 
-// Report implements supervisor.Reporter: the tunnel ID (from the token, so
-// the control plane can delete the tunnel), connector ID and connection count
-// from the last /ready answer. None of it is secret.
-func (p *Probe) Report() map[string]string {
+// Report is the cloudflared unit's supervisor.Reporter: the tunnel ID (from
+// the token, so the control plane can delete the tunnel), connector ID and
+// connection count from the last /ready answer. None of it is secret.
+func (p *Probe) Report(f *supervisor.Facets) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	r := map[string]string{}
-	if p.tunnelID != "" {
-		r["tunnel_id"] = p.tunnelID
+	if p.tunnelID == "" && p.last.ConnectorID == "" {
+		return
 	}
-	if p.last.ConnectorID != "" {
-		r["connector_id"] = p.last.ConnectorID
-		r["ready_connections"] = strconv.Itoa(p.last.ReadyConnections)
-	}
-	return r
+	f.Tunnel = &supervisor.TunnelFacet{ID: p.tunnelID, ConnectorID: p.last.ConnectorID,
+		ReadyConnections: p.last.ReadyConnections}
 }
 
 // CheckToken wraps a cloudflared unit's Prepare (which resolves its
@@ -60,5 +55,5 @@ func CheckToken(where string, p *Probe, prepare func(context.Context) ([]string,
 
 var (
 	_ supervisor.Prober   = (*Probe)(nil)
-	_ supervisor.Reporter = (*Probe)(nil)
+	_ supervisor.Reporter = (*Probe)(nil).Report
 )

@@ -3,7 +3,6 @@ package tunnel
 import (
 	"context"
 	"errors"
-	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -49,15 +48,15 @@ func TestCheckToken(t *testing.T) {
 						t.Errorf("error %q shows the token", err)
 					}
 				}
-				if _, ok := p.Report()["tunnel_id"]; ok {
-					t.Errorf("Report = %v, want no tunnel_id after a bad token", p.Report())
+				if f := report(p); f.Tunnel != nil && f.Tunnel.ID != "" {
+					t.Errorf("Report = %+v, want no tunnel ID after a bad token", f.Tunnel)
 				}
 			default:
 				if err != nil || !slices.Equal(env, tt.env) {
 					t.Fatalf("prepare = %v, %v; want %v, nil", env, err, tt.env)
 				}
-				if got := p.Report()["tunnel_id"]; got != testTunnelID {
-					t.Errorf("Report tunnel_id = %q, want %q", got, testTunnelID)
+				if f := report(p); f.Tunnel == nil || f.Tunnel.ID != testTunnelID {
+					t.Errorf("Report tunnel = %+v, want ID %q", f.Tunnel, testTunnelID)
 				}
 			}
 		})
@@ -67,15 +66,21 @@ func TestCheckToken(t *testing.T) {
 func TestProbeReport(t *testing.T) {
 	t.Parallel()
 	p := NewProbe(serve(t, 503, `{"status":503,"readyConnections":0,"connectorId":"c0"}`), nil)
-	if got := p.Report(); len(got) != 0 {
-		t.Errorf("Report before anything = %v, want empty", got)
+	if got := report(p); got.Tunnel != nil {
+		t.Errorf("Report before anything = %+v, want no tunnel facet", got.Tunnel)
 	}
 	p.SetTunnelID(testTunnelID)
 	if _, _, err := p.Ready(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]string{"tunnel_id": testTunnelID, "connector_id": "c0", "ready_connections": "0"}
-	if got := p.Report(); !maps.Equal(got, want) {
-		t.Errorf("Report = %v, want %v", got, want)
+	want := supervisor.TunnelFacet{ID: testTunnelID, ConnectorID: "c0", ReadyConnections: 0}
+	if got := report(p); got.Tunnel == nil || *got.Tunnel != want {
+		t.Errorf("Report = %+v, want %+v", got.Tunnel, want)
 	}
+}
+
+func report(p *Probe) supervisor.Facets {
+	var f supervisor.Facets
+	p.Report(&f)
+	return f
 }

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
 // Registration states reported by the Checker.
@@ -211,26 +213,11 @@ func (c *Checker) Status() Status {
 	return c.st
 }
 
-// Report implements supervisor.Reporter (status and heartbeats).
-func (c *Checker) Report() map[string]string {
+// Report is the runtime unit's supervisor.Reporter: its workspace facet.
+func (c *Checker) Report(f *supervisor.Facets) {
 	st := c.Status()
-	r := map[string]string{"registration": st.Registration}
-	if st.WorkspaceStatus != "" {
-		r["workspace_status"] = st.WorkspaceStatus
-	}
-	if st.HTTPStatus != 0 {
-		r["registration_http_status"] = strconv.Itoa(st.HTTPStatus)
-	}
-	if st.RegisterStatus != 0 {
-		r["register_status"] = strconv.Itoa(st.RegisterStatus)
-	}
-	if st.TokenRecovery != "" {
-		r["token_recovery"] = st.TokenRecovery
-	}
-	if st.Detail != "" {
-		r["registration_detail"] = st.Detail
-	}
-	return r
+	f.Workspace = &supervisor.WorkspaceFacet{Registration: st.Registration, PlatformStatus: st.WorkspaceStatus,
+		HTTPStatus: st.HTTPStatus, RegisterStatus: st.RegisterStatus, TokenRecovery: st.TokenRecovery, Detail: st.Detail}
 }
 
 // Run polls until ctx ends or the workspace is found removed.

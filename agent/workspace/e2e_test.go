@@ -36,12 +36,10 @@ func TestRegisters(t *testing.T) {
 			t.Logf("registered and ready %s after start", time.Since(start).Round(time.Millisecond))
 			waitFor(t, "2 heartbeats", func() bool { return ten.Heartbeats(workspaceID) >= 2 })
 
-			rep := r.unit().Info
-			for k, want := range map[string]string{"registration": "registered", "workspace_status": "online",
-				"registration_http_status": "200", "register_status": "200"} {
-				if rep[k] != want {
-					t.Errorf("status info %s: got %q, want %q", k, rep[k], want)
-				}
+			want := supervisor.WorkspaceFacet{Registration: "registered", PlatformStatus: "online",
+				HTTPStatus: 200, RegisterStatus: 200}
+			if rep := r.unit().Workspace; rep == nil || *rep != want {
+				t.Errorf("status workspace facet: got %+v, want %+v", rep, want)
 			}
 			for _, req := range ten.Requests() {
 				switch {
@@ -255,9 +253,9 @@ func TestStaleTokenDoesNotLoop(t *testing.T) {
 			if n := ten.Registrations(workspaceID); n != tc.wantRegs {
 				t.Errorf("register attempts: got %d, want %d", n, tc.wantRegs)
 			}
-			rep := r.unit().Info
-			if rep["registration"] != workspace.NotRegistered || rep["token_recovery"] != workspace.RecoveryFailed ||
-				rep["register_status"] != "401" || !strings.Contains(rep["registration_detail"], tokenName) {
+			rep := r.unit().Workspace
+			if rep == nil || rep.Registration != workspace.NotRegistered || rep.TokenRecovery != workspace.RecoveryFailed ||
+				rep.RegisterStatus != 401 || !strings.Contains(rep.Detail, tokenName) {
 				t.Errorf("status info: got %v, want not_registered, token_recovery failed, register_status 401, detail naming the parameter", rep)
 			}
 			if !strings.Contains(r.logs.String(), tc.wantInLog) {
@@ -335,8 +333,8 @@ func TestRemovedWorkspace(t *testing.T) {
 			if st := r.unit(); st.State != supervisor.Stopped || st.PID != 0 {
 				t.Errorf("unit: got %s pid %d, want stopped", st.State, st.PID)
 			}
-			if rep := r.unit().Info; rep["registration"] != workspace.Removed {
-				t.Errorf("status info registration: got %q, want removed", rep["registration"])
+			if rep := r.unit().Workspace; rep == nil || rep.Registration != workspace.Removed {
+				t.Errorf("status workspace facet: got %+v, want registration removed", rep)
 			}
 			r.leakScan(0, tok)
 		})
@@ -363,8 +361,8 @@ func TestRegistrationFollowsStatus(t *testing.T) {
 			ten.SetStatus(workspaceID, tc.status)
 			waitFor(t, "status "+tc.status, func() bool { return r.checker.Status().WorkspaceStatus == tc.status })
 			r.settle(1)
-			if got := r.unit().Info["registration"]; got != tc.want {
-				t.Errorf("registration: got %q, want %q", got, tc.want)
+			if got := r.unit().Workspace; got == nil || got.Registration != tc.want {
+				t.Errorf("workspace facet: got %+v, want registration %q", got, tc.want)
 			}
 		})
 	}

@@ -182,15 +182,16 @@ func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 		return []string{"PATH=/usr/bin:/bin", "STANDIN_HEARTBEAT_INTERVAL=100ms", "STANDIN_ECHO_ENV=OPENAI_API_KEY", "WORKSPACE_ID=" + workspaceID,
 			"PLATFORM_URL=" + platformURL, "CONFIGS_DIR=" + r.dir}, nil
 	}
+	exec := &supervisor.ExecDriver{Command: runtimeBin, Log: log, User: o.user}
 	spec := supervisor.Spec{
 		Name: "runtime", Kind: "exec",
-		Driver:        &supervisor.ExecDriver{Command: runtimeBin, Log: log, User: o.user},
+		Driver:        exec,
 		ProbeInterval: 50 * time.Millisecond, Grace: 5 * time.Second,
 		Restart: restart.Policy{Mode: restart.Always, InitialDelay: 50 * time.Millisecond,
 			MaxDelay: time.Second, Budget: 10, Window: time.Minute},
 		Prepare: unitEnv,
 	}
-	if err := workspace.Hook(rt, sink)(&spec, config.Unit{Name: "runtime", Builtin: workspace.Builtin, User: o.user}); err != nil {
+	if err := workspace.Hook(rt, sink)(&spec, exec, config.Unit{Name: "runtime", Builtin: workspace.Builtin, User: o.user}); err != nil {
 		t.Fatal(err)
 	}
 	sup, err = supervisor.New(log, []supervisor.Spec{spec})
@@ -274,7 +275,9 @@ func (r *rig) leakScan(pid int, tokens ...string) {
 	places["unit status"] = string(st)
 	cs, _ := json.Marshal(r.checker.Status())
 	places["checker status"] = string(cs)
-	rep, _ := json.Marshal(r.checker.Report())
+	var facets supervisor.Facets
+	r.checker.Report(&facets)
+	rep, _ := json.Marshal(facets)
 	places["report"] = string(rep)
 	for where, text := range places {
 		for _, tok := range tokens {

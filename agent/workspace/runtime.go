@@ -17,14 +17,14 @@ import (
 const (
 	// DefaultConfigsDir is where SaaS hosts keep the runtime's configs
 	// (the tenant's Files API writes there too).
-	DefaultConfigsDir = "/opt/configs"
+	DefaultConfigsDir = config.DefaultWorkspaceConfigsDir
 	// DefaultUser runs the runtime on SaaS hosts.
 	DefaultUser = "ubuntu"
 	// Builtin is the config.Unit.Builtin value of the runtime unit.
-	Builtin = "workspace-runtime"
+	Builtin = config.WorkspaceBuiltin
 	// DefaultTokenSecret is the secret (SSM parameter under the host's
 	// prefix) holding the workspace auth token.
-	DefaultTokenSecret = "workspace-auth-token"
+	DefaultTokenSecret = config.WorkspaceTokenSecret
 )
 
 // RuntimeOptions are what the runtime unit's preparation needs. Empty
@@ -45,7 +45,9 @@ type RuntimeOptions struct {
 	User   string
 	Home   string
 	Config RuntimeConfig
-	// Token returns the workspace auth token (secretstore.Store.Get).
+	// Token returns the workspace auth token (secretstore.Store.Get), which
+	// Prepare writes to ConfigsDir/.auth_token. Nil: the token file is one of
+	// the unit's own files, which the daemon writes like any other.
 	Token func() (secretstore.Secret, bool)
 	// TokenLocation names the token's parameter in messages, e.g.
 	// "/molecule/prod/workspaces/<id>/auth-token".
@@ -82,13 +84,12 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 			return nil, &supervisor.BlockedError{Reason: err.Error()}
 		}
 		var tok secretstore.Secret
-		found := false
 		if o.Token != nil {
-			tok, found = o.Token()
-		}
-		if !found || strings.TrimSpace(tok.Reveal()) == "" {
-			return nil, &supervisor.BlockedError{Reason: "workspace auth token missing: no value at " + o.TokenLocation +
-				"; the runtime starts once it is there"}
+			found := false
+			if tok, found = o.Token(); !found || strings.TrimSpace(tok.Reveal()) == "" {
+				return nil, &supervisor.BlockedError{Reason: "workspace auth token missing: no value at " + o.TokenLocation +
+					"; the runtime starts once it is there"}
+			}
 		}
 		var env []string
 		if inner != nil {
@@ -117,12 +118,17 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 		if err := WriteConfig(eo.ConfigsDir, o.Config, uid, gid); err != nil {
 			return nil, err
 		}
-		if err := WriteToken(eo.ConfigsDir, tok, uid, gid); err != nil {
-			return nil, &supervisor.BlockedError{Reason: fmt.Sprintf("%s: %v", o.TokenLocation, err)}
+		if o.Token != nil {
+			if err := WriteToken(eo.ConfigsDir, tok, uid, gid); err != nil {
+				return nil, &supervisor.BlockedError{Reason: fmt.Sprintf("%s: %v", o.TokenLocation, err)}
+			}
 		}
 		o.Log.Debug("wrote runtime config and token", "dir", eo.ConfigsDir)
 		if o.redactor != nil {
-			vals := []string{strings.TrimSpace(tok.Reveal())}
+			var vals []string
+			if o.Token != nil {
+				vals = append(vals, strings.TrimSpace(tok.Reveal()))
+			}
 			for _, v := range ws {
 				vals = append(vals, v.Reveal())
 			}
@@ -168,38 +174,36 @@ func mergeEnv(base, over []string) []string {
 	return append(out, over...)
 }
 
-// Hook returns the runtime unit's spec hook (daemon.SpecHook's signature),
-// for the unit with builtin: workspace-runtime. It
+// Hook returns the runtime unit's spec hook, for the unit with builtin:
+// workspace-runtime; exec is the unit's process driver (nil when the unit is
+// not kind exec). It
 //   - sends the process's stdout and stderr to sink (the rotated log file;
 //     the unit must be kind exec) when sink is not nil, with the workspace
 //     token, the workspace secrets and the driver's Redact values redacted;
 //   - owns the configs dir and files by the unit's user unless o.User is set;
-//   - keeps the unit's ready probe (the agent card probe when it has none),
-//     wrapped so the unit's status carries o.Checker's Report;
+//   - keeps the unit's ready probe (the agent card probe when it has none)
+//     and adds o.Checker's Report to the unit's reporters;
 //   - wraps sp.Prepare with o.Prepare.
-func Hook(o RuntimeOptions, sink *Sink) func(sp *supervisor.Spec, u config.Unit) error {
-	return func(sp *supervisor.Spec, u config.Unit) error {
+func Hook(o RuntimeOptions, sink *Sink) func(sp *supervisor.Spec, exec *supervisor.ExecDriver, u config.Unit) error {
+	return func(sp *supervisor.Spec, exec *supervisor.ExecDriver, u config.Unit) error {
 		if sink != nil {
-			d, ok := sp.Driver.(*supervisor.ExecDriver)
-			if !ok {
+			if exec == nil {
 				return fmt.Errorf("unit %s: the workspace runtime must be kind exec to log to a file", u.Name)
 			}
-			d.Stdout = sink.File()
-			sink.AddRedactor(d.Redact)
+			exec.Stdout = sink.File()
+			sink.AddRedactor(exec.Redact)
 			o.redactor = &supervisor.Redactor{}
 			sink.AddRedactor(o.redactor)
 		}
 		if o.User == "" {
 			o.User = u.User
 		}
-		p := sp.Prober
-		if p == nil {
-			p = CardProbe(o.Config.Port)
+		if sp.Prober == nil {
+			sp.Prober = CardProbe(o.Config.Port)
 		}
 		if o.Checker != nil {
-			p = o.Checker.Prober(p)
+			sp.Reporters = append(sp.Reporters, o.Checker.Report)
 		}
-		sp.Prober = p
 		sp.Prepare = o.Prepare(sp.Prepare)
 		return nil
 	}
@@ -214,20 +218,4 @@ func CardProbe(port int) *supervisor.HTTPProbe {
 	return &supervisor.HTTPProbe{URL: "http://127.0.0.1:" + strconv.Itoa(port) + "/.well-known/agent-card.json", Status: 200}
 }
 
-// Prober wraps the runtime's readiness probe so the unit's status (and the
-// heartbeats built from it) carry the Checker's Report.
-func (c *Checker) Prober(p supervisor.Prober) supervisor.Prober { return &reportingProbe{p: p, c: c} }
-
-type reportingProbe struct {
-	p supervisor.Prober
-	c *Checker
-}
-
-func (r *reportingProbe) Ready(ctx context.Context) (bool, string, error) { return r.p.Ready(ctx) }
-func (r *reportingProbe) Report() map[string]string                       { return r.c.Report() }
-
-var (
-	_ supervisor.Prober   = (*reportingProbe)(nil)
-	_ supervisor.Reporter = (*reportingProbe)(nil)
-	_ supervisor.Reporter = (*Checker)(nil)
-)
+var _ supervisor.Reporter = (*Checker)(nil).Report

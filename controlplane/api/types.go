@@ -108,6 +108,10 @@ type TunnelStatus struct {
 type BootStep struct {
 	Step string    `json:"step"`
 	At   time.Time `json:"at"`
+	// TookMS is how long the step ran, ending At; Detail says why it ended
+	// without success (the agent carries on). Both optional.
+	TookMS int64  `json:"took_ms,omitempty"`
+	Detail string `json:"detail,omitempty"`
 }
 
 // UpdateStatus reports progress of an image update on one unit.

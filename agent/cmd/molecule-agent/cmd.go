@@ -64,11 +64,11 @@ func run(ctx context.Context, cfgPath string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	d, bg, err := daemon.Assemble(ctx, cfg, log, version, daemon.Options{})
+	d, err := daemon.Assemble(ctx, cfg, log, version)
 	if err != nil {
 		return err
 	}
-	return d.Run(ctx, bg...)
+	return d.Run(ctx)
 }
 
 func newStatusCmd() *cobra.Command {

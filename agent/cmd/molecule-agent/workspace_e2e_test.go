@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -76,8 +77,6 @@ units:
     command: %[6]s
     user: ""
     env: {STANDIN_HEARTBEAT_INTERVAL: 1s}
-    files:
-      - {path: %[1]s/configs/.auth_token, content: "secret:workspace-auth-token"}
     ready: {http: "http://127.0.0.1:%[5]d/.well-known/agent-card.json", status: 200, interval: 200ms}
 `, dir, rig.secretsFile, wsID, tenant.URL(), port, runtimeBin, freePort(t))
 	a := runAgent(t, dir, writeConfig(t, dir, cfg), nil)
@@ -124,6 +123,17 @@ func TestWorkspaceRoleRegistersAndStopsWhenRemoved(t *testing.T) {
 		t.Errorf("PLATFORM_URL should point at the org-header proxy")
 	}
 	checkFile(t, dir+"/configs/.auth_token", token)
+	// The token file follows workspace.configs_dir: one copy, no other.
+	var copies []string
+	_ = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && e.Name() == ".auth_token" {
+			copies = append(copies, p)
+		}
+		return nil
+	})
+	if len(copies) != 1 {
+		t.Errorf("token files under the agent's dirs: %v, want only %s/configs/.auth_token", copies, dir)
+	}
 	if b, err := os.ReadFile(dir + "/configs/config.yaml"); err != nil || !strings.Contains(string(b), "name: e2e") {
 		t.Errorf("config.yaml: %v %s", err, b)
 	}

@@ -1,0 +1,6 @@
+//go:build !testhooks
+
+package supervisor
+
+// wedgeHook does nothing in a production build; see wedge_testhooks.go.
+func wedgeHook() {}
