@@ -126,7 +126,7 @@ func TestLivenessFlushAndRestart(t *testing.T) {
 			t.Errorf("host %s one window after restart = %s, want online", r.HostID, got)
 		}
 	}
-	f.srv.lv.sweep(context.Background(), f.clock.Now().Add(after + time.Millisecond))
+	f.srv.lv.sweep(context.Background(), f.clock.Now().Add(after+time.Millisecond))
 	if got := f.hostStatus(a.HostID); got != api.StatusOffline {
 		t.Errorf("host a past the first window after restart = %s, want offline", got)
 	}

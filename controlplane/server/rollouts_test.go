@@ -299,9 +299,11 @@ func TestDerivedEvents(t *testing.T) {
 	h.rep.Tunnel.ReadyConnections = 0
 	h.rep.Units[0].State = api.UnitFailed
 	f.beat(h)
-	f.srv.sweepTunnels(); f.srv.lv.advance(ctx)
+	f.srv.sweepTunnels()
+	f.srv.lv.advance(ctx)
 	f.clock.Add(3 * time.Minute) // past the default 2-minute tunnel window
-	f.srv.sweepTunnels(); f.srv.lv.advance(ctx)
+	f.srv.sweepTunnels()
+	f.srv.lv.advance(ctx)
 	if err := f.srv.flush(ctx, f.srv.store.Flush); err != nil {
 		t.Fatal(err)
 	}
