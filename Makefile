@@ -36,7 +36,8 @@ run: build ## the whole system on this machine: control plane on SQLite + one ag
 test: lint cloudflared ## all tests: go test -race ./... plus the slow and privileged ones
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
 
-lint: ## gofmt, go vet, staticcheck (pinned as a go tool)
+lint: ## go mod tidy -diff, gofmt, go vet, staticcheck (pinned as a go tool)
+	@$(GO) mod tidy -diff || { echo 'go.mod/go.sum not tidy: run go mod tidy'; exit 1; }
 	@out=$$(gofmt -l agent bootstrap controlplane packaging 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) tool staticcheck $(PKGS)

@@ -18,6 +18,8 @@ const (
 	PathAdminTokens   = "/v1/admin/enrollment-tokens"
 	PathAdminEvents   = "/v1/admin/events"
 	PathAdminChannels = "/v1/admin/channels"
+	PathAdminRollouts = "/v1/admin/rollouts"
+	PathEvents        = "/v1/events"
 )
 
 // MaxBodyBytes caps every request body the control plane accepts.

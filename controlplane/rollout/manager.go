@@ -244,27 +244,15 @@ func (m *Manager) Start(ctx context.Context, channel string, req Request) (Rollo
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	chans, err := m.o.Store.Channels(ctx)
+	cur, err := m.supersede(ctx, channel)
 	if err != nil {
 		return Rollout{}, err
-	}
-	var cur store.Channel
-	for _, c := range chans {
-		if c.Name == channel {
-			cur = c
-		}
 	}
 	to := maps.Clone(cur.Images)
 	if to == nil {
 		to = map[string]string{}
 	}
 	maps.Copy(to, req.Images)
-	if prev := m.rollouts[channel]; prev != nil && (prev.State == StateRolling || prev.State == StatePaused) {
-		prev.State, prev.Reason = StateHalted, "superseded by a new rollout"
-		if err := m.save(ctx, prev); err != nil {
-			return Rollout{}, err
-		}
-	}
 	c, err := m.o.Store.SetChannelImages(ctx, channel, to)
 	if err != nil {
 		return Rollout{}, err
@@ -283,6 +271,71 @@ func (m *Manager) Start(ctx context.Context, channel string, req Request) (Rollo
 	m.o.ChannelChanged(c)
 	m.log.Info("rollout started", "channel", channel, "rollout", r.ID, "images", describe(req.Images), "waves", len(r.Waves))
 	m.o.Emit(store.Event{Type: "rollout_started", Detail: fmt.Sprintf("channel %s rollout %d: %s in %d waves", channel, r.ID, describe(req.Images), len(r.Waves)), At: now})
+	return clone(r), nil
+}
+
+// supersede halts the channel's rollout in progress, if any, and returns
+// the channel as stored. m.mu must be held.
+func (m *Manager) supersede(ctx context.Context, channel string) (store.Channel, error) {
+	chans, err := m.o.Store.Channels(ctx)
+	if err != nil {
+		return store.Channel{}, err
+	}
+	var cur store.Channel
+	for _, c := range chans {
+		if c.Name == channel {
+			cur = c
+		}
+	}
+	if prev := m.rollouts[channel]; prev != nil && (prev.State == StateRolling || prev.State == StatePaused) {
+		prev.State, prev.Reason = StateHalted, "superseded by a new rollout"
+		if err := m.save(ctx, prev); err != nil {
+			return store.Channel{}, err
+		}
+	}
+	return cur, nil
+}
+
+// Set replaces the channel's images at once (PUT /v1/admin/channels/{name}):
+// a rollout of one wave, every online host of the channel, completed as it
+// starts, so every host is served the images now and Rollback restores the
+// previous ones. A rollout in progress on the channel is superseded.
+func (m *Manager) Set(ctx context.Context, channel string, images map[string]string) (Rollout, error) {
+	if err := ValidateImages(images); err != nil {
+		return Rollout{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	hosts, err := m.o.Hosts(ctx, channel)
+	if err != nil {
+		return Rollout{}, fmt.Errorf("list hosts of channel %s: %w", channel, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur, err := m.supersede(ctx, channel)
+	if err != nil {
+		return Rollout{}, err
+	}
+	c, err := m.o.Store.SetChannelImages(ctx, channel, images)
+	if err != nil {
+		return Rollout{}, err
+	}
+	now := m.o.Now().UTC()
+	p := m.o.Defaults
+	p.Canary, p.BatchPercent, p.BakeMS = 0, 100, 0
+	wave := Plan(hosts, p)
+	for i := range wave {
+		wave[i].StartedAt, wave[i].DoneAt = now, now
+	}
+	r := &Rollout{Channel: channel, State: StateCompleted, From: cur.Images, FromRevision: cur.Revision,
+		To: maps.Clone(images), Revision: c.Revision, Policy: p, Waves: wave, Current: len(wave), CreatedAt: now}
+	if r.From == nil {
+		r.From = map[string]string{}
+	}
+	if err := m.save(ctx, r); err != nil {
+		return Rollout{}, err
+	}
+	m.rollouts[channel] = r
+	m.o.ChannelChanged(c)
+	m.log.Info("channel images set", "channel", channel, "rollout", r.ID, "images", describe(images), "hosts", len(hosts))
 	return clone(r), nil
 }
 
@@ -394,19 +447,5 @@ func (m *Manager) transition(r *Rollout, t Transition, now time.Time) {
 		m.o.Emit(store.Event{Type: "rollout_completed", Detail: fmt.Sprintf("channel %s rollout %d: %s", r.Channel, r.ID, t.Detail), At: now})
 	case "wave_started":
 		m.log.Info("rollout wave started", "channel", r.Channel, "rollout", r.ID, "detail", t.Detail)
-	}
-}
-
-// Run ticks every interval until ctx ends.
-func (m *Manager) Run(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			m.Tick(ctx)
-		}
 	}
 }

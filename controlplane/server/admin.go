@@ -11,7 +11,6 @@ import (
 
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 	"github.com/molecule-ai/molecule-agent/controlplane/attest"
-	"github.com/molecule-ai/molecule-agent/controlplane/rollout"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
 )
 
@@ -109,9 +108,7 @@ func (s *Server) apiHost(h store.Host) api.Host {
 	report := []byte(h.Report)
 	if st := s.hosts.get(h.ID); st != nil {
 		st.mu.Lock()
-		if s.shared == nil { // shared: the stored status is the truth
-			out.Status = st.status
-		}
+		out.Status = s.lv.status(st.status, out.Status)
 		if st.lastSeen.After(out.LastSeen) {
 			out.LastSeen = st.lastSeen.UTC()
 		}
@@ -222,27 +219,4 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 		out.Events = append(out.Events, api.Event{ID: e.ID, HostID: e.HostID, Type: e.Type, Detail: e.Detail, At: e.At})
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-func (s *Server) handleSetChannel(w http.ResponseWriter, r *http.Request) {
-	var req api.ChannelImages
-	if !decodeRequest(w, r, &req) {
-		return
-	}
-	name := r.PathValue("name")
-	if !idRE.MatchString(name) {
-		writeError(w, http.StatusBadRequest, "channel: 1-128 of [A-Za-z0-9._:-]", "channel")
-		return
-	}
-	if err := rollout.ValidateImages(req.Images); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error(), "images")
-		return
-	}
-	c, err := s.store.SetChannelImages(r.Context(), name, req.Images)
-	if err != nil {
-		s.internal(w, "set channel images", err)
-		return
-	}
-	s.setChannel(c)
-	writeJSON(w, http.StatusOK, api.DesiredState{Revision: c.Revision, Images: c.Images})
 }

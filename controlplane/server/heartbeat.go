@@ -6,110 +6,130 @@ import (
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
-	"github.com/molecule-ai/molecule-agent/controlplane/attest"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
 )
+
+var errGone = &reqError{http.StatusGone, "host deprovisioned: stop units and stay idle", ""}
 
 // handleHeartbeat touches only memory: the store sees the host at the next
 // flush, and only what changed.
 func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	now := s.cfg.Now()
+	rerr := s.admit(now)
+	var h *hostState
+	if rerr == nil {
+		h, rerr = s.heartbeatHost(r, now)
+	}
+	var rep heartbeatBody
+	if rerr == nil {
+		rep, rerr = s.readReport(w, r, h)
+	}
+	var channel string
+	if rerr == nil {
+		channel, rerr = s.accept(h, rep, now)
+	}
+	if rerr != nil {
+		rerr.write(w)
+		return
+	}
+	s.m.heartbeats.Inc()
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(s.reply(channel, h.id))
+}
+
+// admit takes one agent request from the global budget.
+func (s *Server) admit(now time.Time) refusal {
 	if ok, wait := s.shed.allow(now); !ok {
 		s.lm.shed.Inc()
-		writeRetryAfter(w, wait, "control plane over its request budget")
-		return
+		return tooMany{wait, "control plane over its request budget"}
 	}
-	h := s.hosts.get(r.PathValue("id"))
-	if h == nil {
-		h = s.loadShared(r.Context(), r.PathValue("id")) // registered at another replica
-	}
-	if h == nil {
-		writeError(w, http.StatusUnauthorized, "unknown host: register again", "")
-		return
-	}
-	h.mu.Lock()
-	okToken := attest.TokenMatches(h.tokenHash, bearer(r))
-	h.mu.Unlock()
-	if !okToken && s.reloadShared(r.Context(), h, now) { // registered again at another replica
-		h.mu.Lock()
-		okToken = attest.TokenMatches(h.tokenHash, bearer(r))
-		h.mu.Unlock()
-	}
-	h.mu.Lock()
-	status := h.status
-	allowed, wait := true, time.Duration(0)
-	if okToken && status != store.StatusRemoved {
-		allowed, wait = h.allow(now, s.cfg.HostRate, s.cfg.HostBurst)
-	}
-	h.mu.Unlock()
+	return nil
+}
+
+// heartbeatHost authenticates the host of a heartbeat and takes one request
+// from its own budget.
+func (s *Server) heartbeatHost(r *http.Request, now time.Time) (*hostState, refusal) {
+	h, ok := s.lv.authenticate(r.Context(), r.PathValue("id"), bearer(r), now)
 	switch {
-	case !okToken:
-		writeError(w, http.StatusUnauthorized, "host token invalid or rotated: register again", "")
-		return
-	case status == store.StatusRemoved:
-		writeError(w, http.StatusGone, "host deprovisioned: stop units and stay idle", "")
-		return
-	case !allowed:
-		s.m.rateLimited.Inc()
-		writeRetryAfter(w, wait, "too many requests for this host")
-		return
+	case h == nil:
+		return nil, &reqError{http.StatusUnauthorized, "unknown host: register again", ""}
+	case !ok:
+		return nil, &reqError{http.StatusUnauthorized, "host token invalid or rotated: register again", ""}
 	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.status == store.StatusRemoved {
+		return nil, errGone
+	}
+	if allowed, wait := h.allow(now, s.cfg.HostRate, s.cfg.HostBurst); !allowed {
+		s.m.rateLimited.Inc()
+		return nil, tooMany{wait, "too many requests for this host"}
+	}
+	return h, nil
+}
+
+// heartbeatBody is a heartbeat body; req is nil when it is the body last accepted
+// from the host (validated then, not decoded again: the common case,
+// nothing changed on the host).
+type heartbeatBody struct {
+	body []byte
+	sum  [32]byte
+	req  *api.HeartbeatRequest
+}
+
+func (s *Server) readReport(w http.ResponseWriter, r *http.Request, h *hostState) (heartbeatBody, refusal) {
 	b, rerr := readBody(w, r)
 	if rerr != nil {
-		writeError(w, rerr.code, rerr.msg, rerr.field)
-		return
+		return heartbeatBody{}, rerr
 	}
-	sum := sha256.Sum256(b)
+	rep := heartbeatBody{body: b, sum: sha256.Sum256(b)}
 	h.mu.Lock()
-	same := sum == h.reportHash
+	same := rep.sum == h.reportHash
 	h.mu.Unlock()
-	// A body identical to the last accepted one was validated then: skip
-	// decoding it again (the common case: nothing changed on the host).
-	var req api.HeartbeatRequest
-	if !same {
-		rerr = decodeStrict(b, &req)
-		if rerr == nil && len(req.Units) > 256 {
-			rerr = &reqError{http.StatusBadRequest, "units: at most 256", "units"}
-		}
-		if rerr != nil {
-			writeError(w, rerr.code, rerr.msg, rerr.field)
-			return
-		}
+	if same {
+		return rep, nil
 	}
+	var req api.HeartbeatRequest
+	if rerr := decodeStrict(b, &req); rerr != nil {
+		return rep, rerr
+	}
+	if len(req.Units) > 256 {
+		return rep, &reqError{http.StatusBadRequest, "units: at most 256", "units"}
+	}
+	rep.req = &req
+	return rep, nil
+}
+
+// accept records a heartbeat in the host's live state and returns the
+// host's channel.
+func (s *Server) accept(h *hostState, rep heartbeatBody, now time.Time) (string, refusal) {
 	h.mu.Lock()
 	if h.status == store.StatusRemoved { // deprovisioned while we decoded
 		h.mu.Unlock()
-		writeError(w, http.StatusGone, "host deprovisioned: stop units and stay idle", "")
-		return
+		return "", errGone
 	}
 	if now.After(h.lastSeen) {
 		h.lastSeen = now
 	}
 	var ev *store.Event
 	if h.status != store.StatusOnline {
-		h.status = store.StatusOnline
-		if s.shared == nil { // shared storage records the return at the flush
-			h.dirtyStatus = true
-			ev = &store.Event{HostID: h.id, Type: "online", Detail: "heartbeat after silence", At: now}
-		}
+		ev = s.lv.returned(h, now)
 	}
-	if !same && sum != h.reportHash {
-		h.reportHash, h.report, h.version = sum, b, req.AgentVersion
+	if rep.req != nil && rep.sum != h.reportHash {
+		h.reportHash, h.report, h.version = rep.sum, rep.body, rep.req.AgentVersion
 		h.tunnelID = ""
-		if req.Tunnel != nil {
-			h.tunnelID = req.Tunnel.ID
+		if rep.req.Tunnel != nil {
+			h.tunnelID = rep.req.Tunnel.ID
 		}
 	}
 	channel := h.channel
 	h.mu.Unlock()
-	if !same {
-		s.observe(h.id, now, &req)
+	if rep.req != nil {
+		s.observe(h.id, now, rep.req)
 	}
 	if ev != nil {
 		s.log.Info("host online", "host", ev.HostID)
 		s.addEvents(*ev)
 	}
-	s.m.heartbeats.Inc()
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(s.heartbeatReply(channel, h.id))
+	return channel, nil
 }

@@ -40,6 +40,19 @@ type reqError struct {
 	field string
 }
 
+// refusal is a request the server refuses; write sends the reply.
+type refusal interface{ write(w http.ResponseWriter) }
+
+func (e *reqError) write(w http.ResponseWriter) { writeError(w, e.code, e.msg, e.field) }
+
+// tooMany is a request refused for its rate: 429 with a Retry-After.
+type tooMany struct {
+	wait time.Duration
+	msg  string
+}
+
+func (e tooMany) write(w http.ResponseWriter) { writeRetryAfter(w, e.wait, e.msg) }
+
 // readBody reads the capped body.
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *reqError) {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))

@@ -115,55 +115,6 @@ func (t *table) all() []*hostState {
 	return out
 }
 
-// sweep marks silent online hosts offline. A host's silence is counted from
-// its last heartbeat or from the server's start, whichever is later, so a
-// restarted control plane declares nobody offline for one full window (or
-// the longer RestartHold). When
-// more than the mass-silence share of online hosts are silent at once, the
-// control plane assumes the fault is its own (its network, its clock, its
-// load balancer) and marks nobody offline until they are heard again.
-// With shared liveness (several replicas on PostgreSQL) the sweeper lock
-// holder judges from the database instead: see sweepShared.
-func (s *Server) sweep(now time.Time) {
-	if s.shared != nil {
-		return
-	}
-	after, suspect := s.offlineAfter(), s.suspectAfter()
-	var overdue []*hostState
-	online, silent := 0, 0
-	for _, h := range s.hosts.all() {
-		h.mu.Lock()
-		if h.status == store.StatusOnline {
-			online++
-			quiet := now.Sub(later(h.lastSeen, s.quietFrom()))
-			if quiet > suspect {
-				silent++
-			}
-			if quiet > after {
-				overdue = append(overdue, h)
-			}
-		}
-		h.mu.Unlock()
-	}
-	if s.massSilence(online, silent) || len(overdue) == 0 {
-		return
-	}
-	var evs []store.Event
-	for _, h := range overdue {
-		h.mu.Lock()
-		if h.status == store.StatusOnline && now.Sub(later(h.lastSeen, s.quietFrom())) > after {
-			h.status, h.dirtyStatus = store.StatusOffline, true
-			evs = append(evs, store.Event{HostID: h.id, Type: "offline", Detail: "silent since " + h.lastSeen.UTC().Format(time.RFC3339), At: now})
-			s.log.Info("host offline", "host", h.id, "last_seen", h.lastSeen)
-		}
-		h.mu.Unlock()
-	}
-	if len(evs) > 0 {
-		s.m.offline.Add(float64(len(evs)))
-		s.addEvents(evs...)
-	}
-}
-
 // pendingEvents returns the events not flushed yet, of one host or ("")
 // of all.
 func (s *Server) pendingEvents(host string) []store.Event {
@@ -198,17 +149,18 @@ type inflight struct {
 	report []byte
 }
 
-// flush writes every host changed since the last flush, and the pending
-// events, in one store transaction. On failure everything stays pending.
-func (s *Server) flush(ctx context.Context) error {
+// flush collects every host changed since the last flush, and the pending
+// events, and hands them to write, one store transaction. On failure
+// everything stays pending.
+func (s *Server) flush(ctx context.Context, write func(context.Context, []store.LiveUpdate, []store.Event) error) error {
 	var ups []store.LiveUpdate
 	var fl []inflight
 	for _, h := range s.hosts.all() {
 		h.mu.Lock()
-		if h.lastSeen.After(h.flushedSeen) || (h.dirtyStatus && s.shared == nil) || h.report != nil {
+		if h.lastSeen.After(h.flushedSeen) || h.dirtyStatus || h.report != nil {
 			u := store.LiveUpdate{HostID: h.id, LastSeen: h.lastSeen}
 			f := inflight{h: h}
-			if h.dirtyStatus && s.shared == nil {
+			if h.dirtyStatus {
 				u.Status, f.status = h.status, h.status
 			}
 			if h.report != nil {
@@ -227,15 +179,7 @@ func (s *Server) flush(ctx context.Context) error {
 		return nil
 	}
 	start := time.Now()
-	var (
-		err     error
-		removed []string
-	)
-	if s.shared != nil {
-		removed, err = s.shared.FlushShared(ctx, ups, evs)
-	} else {
-		err = s.store.Flush(ctx, ups, evs)
-	}
+	err := write(ctx, ups, evs)
 	s.m.flushDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.m.flushErrors.Inc()
@@ -260,6 +204,5 @@ func (s *Server) flush(ctx context.Context) error {
 		}
 		h.mu.Unlock()
 	}
-	s.forgetRemoved(removed)
 	return nil
 }

@@ -48,7 +48,7 @@ func TestMassSilence(t *testing.T) {
 				if i%2 == 1 {
 					beat(alive)
 				}
-				f.srv.sweep(f.clock.Now())
+				f.srv.lv.sweep(context.Background(), f.clock.Now())
 			}
 			offline := 0
 			for _, r := range regs {
@@ -64,7 +64,7 @@ func TestMassSilence(t *testing.T) {
 			}
 			// The silent hosts return: the guard lifts, nobody is offline.
 			beat(regs)
-			f.srv.sweep(f.clock.Now())
+			f.srv.lv.sweep(context.Background(), f.clock.Now())
 			if f.srv.inMass.Load() {
 				t.Error("mass silence still held after every host returned")
 			}
@@ -104,7 +104,7 @@ func TestRestartHold(t *testing.T) {
 		{11 * time.Second, api.StatusOffline}, // the hold passed
 	}
 	for _, tt := range tests {
-		f.srv.sweep(f.srv.started.Add(tt.after))
+		f.srv.lv.sweep(context.Background(), f.srv.started.Add(tt.after))
 		if got := f.hostStatus(r.HostID); got != tt.want {
 			t.Errorf("%s after the start: host %s, want %s", tt.after, got, tt.want)
 		}
@@ -116,7 +116,7 @@ func TestRestartHold(t *testing.T) {
 func TestEventsListedBeforeFlush(t *testing.T) {
 	f := newFixture(t)
 	r := f.enroll("m-ev")
-	f.srv.sweep(f.srv.started.Add(time.Minute))
+	f.srv.lv.sweep(context.Background(), f.srv.started.Add(time.Minute))
 	if got := f.hostStatus(r.HostID); got != api.StatusOffline {
 		t.Fatalf("host = %s, want offline", got)
 	}

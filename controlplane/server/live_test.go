@@ -53,7 +53,7 @@ func TestLivenessFlushAndRestart(t *testing.T) {
 	}
 	// One flush writes every host in one transaction.
 	tx0 := f.store.Stats().WriteTx
-	if err := f.srv.flush(ctx); err != nil {
+	if err := f.srv.flush(ctx, f.srv.store.Flush); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.store.Stats().WriteTx - tx0; got != 1 {
@@ -68,7 +68,7 @@ func TestLivenessFlushAndRestart(t *testing.T) {
 	if _, err := f.agent.Heartbeat(ctx, a.HostID, a.HostToken, report("tun-"+a.HostID)); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.srv.flush(ctx); err != nil {
+	if err := f.srv.flush(ctx, f.srv.store.Flush); err != nil {
 		t.Fatal(err)
 	}
 	again, _ := f.store.GetHost(ctx, a.HostID)
@@ -78,23 +78,23 @@ func TestLivenessFlushAndRestart(t *testing.T) {
 	}
 	// Nothing changed: no transaction at all.
 	tx1 := f.store.Stats().WriteTx
-	if err := f.srv.flush(ctx); err != nil || f.store.Stats().WriteTx != tx1 {
+	if err := f.srv.flush(ctx, f.srv.store.Flush); err != nil || f.store.Stats().WriteTx != tx1 {
 		t.Errorf("idle flush: err %v, transactions %d, want 0", err, f.store.Stats().WriteTx-tx1)
 	}
 
 	// b goes silent: online until 3 intervals + grace have passed, then offline.
 	after := f.srv.offlineAfter()
 	f.clock.Add(after - time.Second) // b's last beat was 1s earlier than a's
-	f.srv.sweep(f.clock.Now())
+	f.srv.lv.sweep(context.Background(), f.clock.Now())
 	if got := f.hostStatus(b.HostID); got != api.StatusOnline {
 		t.Fatalf("b at exactly the deadline = %s, want online", got)
 	}
 	f.clock.Add(time.Millisecond)
-	f.srv.sweep(f.clock.Now())
+	f.srv.lv.sweep(context.Background(), f.clock.Now())
 	if got := f.hostStatus(b.HostID); got != api.StatusOffline {
 		t.Fatalf("b after the deadline = %s, want offline", got)
 	}
-	if err := f.srv.flush(ctx); err != nil {
+	if err := f.srv.flush(ctx, f.srv.store.Flush); err != nil {
 		t.Fatal(err)
 	}
 	evs, _ := f.admin.Events(ctx, b.HostID)
@@ -114,19 +114,19 @@ func TestLivenessFlushAndRestart(t *testing.T) {
 
 	// Restart the control plane long after the last beat: nobody goes
 	// offline during the first window.
-	if err := f.srv.flush(ctx); err != nil {
+	if err := f.srv.flush(ctx, f.srv.store.Flush); err != nil {
 		t.Fatal(err)
 	}
 	f.stop()
 	f.clock.Add(time.Hour)
 	f.start()
-	f.srv.sweep(f.clock.Now().Add(after))
+	f.srv.lv.sweep(context.Background(), f.clock.Now().Add(after))
 	for _, r := range []api.Registration{a, b} {
 		if got := f.hostStatus(r.HostID); got != api.StatusOnline {
 			t.Errorf("host %s one window after restart = %s, want online", r.HostID, got)
 		}
 	}
-	f.srv.sweep(f.clock.Now().Add(after + time.Millisecond))
+	f.srv.lv.sweep(context.Background(), f.clock.Now().Add(after+time.Millisecond))
 	if got := f.hostStatus(a.HostID); got != api.StatusOffline {
 		t.Errorf("host a past the first window after restart = %s, want offline", got)
 	}
@@ -271,7 +271,7 @@ func TestNoTokenStoredOrLogged(t *testing.T) {
 	if _, err := f.agent.Heartbeat(ctx, r.HostID, r.HostToken, report("t")); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.srv.flush(ctx); err != nil {
+	if err := f.srv.flush(ctx, f.srv.store.Flush); err != nil {
 		t.Fatal(err)
 	}
 	path := strings.TrimPrefix(f.dsn, "sqlite://")

@@ -68,17 +68,4 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 	return m
 }
 
-func (s *Server) countStatus(status string) int {
-	if s.shared != nil { // other replicas change statuses: count what is stored
-		return s.sharedCount(status)
-	}
-	n := 0
-	for _, h := range s.hosts.all() {
-		h.mu.Lock()
-		if h.status == status {
-			n++
-		}
-		h.mu.Unlock()
-	}
-	return n
-}
+func (s *Server) countStatus(status string) int { return s.lv.count(status) }

@@ -22,9 +22,8 @@ type identity struct {
 }
 
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
-	if ok, wait := s.shed.allow(s.cfg.Now()); !ok {
-		s.lm.shed.Inc()
-		writeRetryAfter(w, wait, "control plane over its request budget")
+	if rerr := s.admit(s.cfg.Now()); rerr != nil {
+		rerr.write(w)
 		return
 	}
 	b, rerr := readBody(w, r)

@@ -6,7 +6,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +20,9 @@ import (
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/attest"
+	"github.com/molecule-ai/molecule-agent/controlplane/dashboard"
+	"github.com/molecule-ai/molecule-agent/controlplane/events"
+	"github.com/molecule-ai/molecule-agent/controlplane/rollout"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
 )
 
@@ -68,8 +70,11 @@ type Config struct {
 	Unshared bool
 	// Now is the server's clock (default time.Now).
 	Now func() time.Time
-	// Fleet configures rollouts, events, webhooks and the dashboard.
-	Fleet FleetOpsConfig
+	// Rollouts, Events and Dashboard configure what the server runs
+	// beside the agents' API.
+	Rollouts  RolloutsConfig
+	Events    EventsConfig
+	Dashboard DashboardConfig
 }
 
 // Server is the control plane. Create it with New, serve Handler, and run
@@ -86,21 +91,21 @@ type Server struct {
 
 	chMu     sync.RWMutex
 	channels map[string]store.Channel
-	replies  map[string][]byte
+	replies  replyCache
 
 	evMu    sync.Mutex
 	pending []store.Event
 
-	shared store.Shared // nil: liveness judged in memory
+	lv     liveness
 	shed   *shedder
 	lm     *liveMetrics
-	leader atomic.Bool
 	inMass atomic.Bool
-	counts statusCounts // stored host counts, with shared liveness
 
 	regMu [64]sync.Mutex
 
-	fleet *fleetOps
+	rollouts *rollout.Manager
+	watch    *events.Watcher
+	dash     *dashboard.Dashboard
 }
 
 // New loads the live table from the store and returns the server. The
@@ -146,7 +151,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.RestartHold = max(cfg.RestartHold, 3*cfg.Interval+cfg.Grace)
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, store: cfg.Store, adminH: sha(cfg.AdminToken.Reveal()),
-		started: cfg.Now(), hosts: newTable(), channels: map[string]store.Channel{}, replies: map[string][]byte{},
+		started: cfg.Now(), hosts: newTable(), channels: map[string]store.Channel{},
 	}
 	hosts, err := cfg.Store.ListHosts(ctx, store.HostFilter{})
 	if err != nil {
@@ -162,19 +167,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	for _, c := range chans {
 		s.channels[c.Name] = c
 	}
-	if !cfg.Unshared {
-		s.shared = store.SharedOf(cfg.Store)
-	}
+	s.lv = newLiveness(s)
 	s.shed = newShedder(cfg.ShedFactor, cfg.Interval, s.hosts.len)
 	s.m = newMetrics(cfg.Registry, s)
 	s.lm = newLiveMetrics(cfg.Registry)
-	if err := s.initFleetOps(ctx); err != nil {
+	if err := s.initRollouts(ctx); err != nil {
 		return nil, fmt.Errorf("load rollouts: %w", err)
 	}
 	s.routes()
 	s.log.Info("control plane state loaded", "hosts", len(hosts), "channels", len(chans),
 		"interval", cfg.Interval, "offline_after", s.offlineAfter(), "flush_window", cfg.FlushWindow,
-		"shared_liveness", s.shared != nil)
+		"liveness", fmt.Sprintf("%T", s.lv))
 	return s, nil
 }
 
@@ -204,53 +207,51 @@ func (s *Server) routes() {
 	mux.HandleFunc("POST /v1/admin/hosts/{id}/deprovision", admin("admin_deprovision", s.handleDeprovision))
 	mux.HandleFunc("GET "+api.PathAdminEvents, admin("admin_events", s.handleEvents))
 	mux.HandleFunc("PUT /v1/admin/channels/{name}", admin("admin_channel", s.handleSetChannel))
-	s.fleetRoutes(mux, admin)
+	mux.HandleFunc("GET "+api.PathEvents, admin("events_feed", s.handleEventFeed))
+	s.rolloutRoutes(mux, admin)
+	dash := s.instrument("dashboard", s.dash.ServeHTTP)
+	mux.HandleFunc(PathDashboard, dash)
+	mux.HandleFunc(PathDashboard+"/", dash)
 	s.mux = mux
 }
 
 // Handler returns the HTTP handler of the whole API.
 func (s *Server) Handler() http.Handler { return s.mux }
 
-// Run sweeps liveness every tenth of an interval (100 ms to 1 s) and flushes live state every window
-// until ctx ends, then flushes once more.
+// Run sweeps liveness every tenth of an interval (100 ms to 1 s), flushes
+// live state every window, and runs the rollout ticks, the tunnel sweep and
+// the webhooks until ctx ends, then flushes once more.
 func (s *Server) Run(ctx context.Context) error {
 	sweep := time.NewTicker(s.sweepEvery())
 	defer sweep.Stop()
 	flush := time.NewTicker(s.cfg.FlushWindow)
 	defer flush.Stop()
-	if s.shared != nil {
-		defer s.shared.Resign()
-	}
-	fleetDone := s.startFleetOps(ctx)
-	defer fleetDone()
+	defer s.lv.close()
+	background := s.startBackground(ctx)
+	defer background()
 	for {
 		select {
 		case <-ctx.Done():
-			fleetDone() // its last events go out with the final flush
+			background() // their last events go out with the final flush
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer cancel()
-			s.sweep(s.cfg.Now())
-			if err := s.flush(fctx); err != nil {
+			if err := s.lv.window(fctx, s.cfg.Now()); err != nil {
 				return fmt.Errorf("final flush: %w", err)
 			}
 			return nil
 		case <-sweep.C:
-			if s.shared != nil {
-				s.sweepShared(ctx, s.cfg.Now())
-			} else {
-				s.sweep(s.cfg.Now())
-			}
+			s.lv.sweep(ctx, s.cfg.Now())
 		case <-flush.C:
-			s.sweep(s.cfg.Now())
-			if err := s.flush(ctx); err != nil && ctx.Err() == nil {
+			if err := s.lv.window(ctx, s.cfg.Now()); err != nil && ctx.Err() == nil {
 				s.log.Warn("flush live state failed; retrying next window", "err", err)
-			}
-			if s.shared != nil {
-				s.refreshChannels(ctx)
 			}
 		}
 	}
 }
+
+// Leader reports whether this control plane judges liveness: always when
+// alone, while it holds the sweeper lock among replicas.
+func (s *Server) Leader() bool { return s.lv.judges() }
 
 func (s *Server) addEvents(evs ...store.Event) {
 	s.evMu.Lock()
@@ -258,35 +259,10 @@ func (s *Server) addEvents(evs ...store.Event) {
 	s.evMu.Unlock()
 }
 
-// heartbeatReply returns the encoded heartbeat reply for a host of a
-// channel: from the channel's rollout when it has one, else the channel's
-// images, cached until the channel changes.
-func (s *Server) heartbeatReply(channel, hostID string) []byte {
-	if b := s.fleetReply(channel, hostID); b != nil {
-		return b
-	}
-	s.chMu.RLock()
-	b, ok := s.replies[channel]
-	s.chMu.RUnlock()
-	if ok {
-		return b
-	}
-	s.chMu.Lock()
-	defer s.chMu.Unlock()
-	resp := api.HeartbeatResponse{IntervalMS: s.cfg.Interval.Milliseconds()}
-	if c, ok := s.channels[channel]; ok {
-		resp.Desired = api.DesiredState{Revision: c.Revision, Images: c.Images}
-	}
-	b, _ = json.Marshal(resp)
-	b = append(b, '\n')
-	s.replies[channel] = b
-	return b
-}
-
-// setChannel records a channel's new images and drops its cached reply.
+// setChannel records a channel's new images; replies keyed by its old
+// revision are not served again.
 func (s *Server) setChannel(c store.Channel) {
 	s.chMu.Lock()
 	s.channels[c.Name] = c
-	delete(s.replies, c.Name)
 	s.chMu.Unlock()
 }

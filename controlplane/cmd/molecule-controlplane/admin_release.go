@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/molecule-ai/molecule-agent/controlplane/api"
 	"github.com/molecule-ai/molecule-agent/controlplane/rollout"
 	"github.com/molecule-ai/molecule-agent/controlplane/server"
 )
@@ -72,7 +73,7 @@ func releaseCmd(e env) *cobra.Command {
 				return printRollouts(cmd.OutOrStdout(), o.json, r)
 			}
 			var l server.RolloutList
-			if err := c.do(cmd.Context(), "GET", server.PathRollouts, nil, &l); err != nil {
+			if err := c.do(cmd.Context(), "GET", api.PathAdminRollouts, nil, &l); err != nil {
 				return err
 			}
 			if o.json {

@@ -30,7 +30,7 @@ type serveOpts struct {
 	shedFactor, massShare                float64
 	massMin                              int
 	restartHold                          time.Duration
-	fleet                                rolloutOpts
+	rollouts                             rolloutOpts
 }
 
 func (o *serveOpts) flags(cmd *cobra.Command, defaultDB string) {
@@ -50,7 +50,7 @@ func (o *serveOpts) flags(cmd *cobra.Command, defaultDB string) {
 	f.IntVar(&o.massMin, "mass-silence-min", 10, "fewest silent hosts that can be a mass silence")
 	f.DurationVar(&o.restartHold, "restart-hold", 0, "after a start, mark nobody offline for this long (default and minimum: 3 intervals + grace); set above the agents' longest retry backoff")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	o.fleet.flags(cmd)
+	o.rollouts.flags(cmd)
 }
 
 func serveCmd(e env) *cobra.Command {
@@ -104,16 +104,16 @@ func serve(ctx context.Context, o serveOpts, admin secret.Secret, ready func(url
 	defer func() { _ = st.Close() }()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	fleet, err := o.fleet.config()
-	if err != nil {
-		return err
-	}
-	srv, err := server.New(ctx, server.Config{
+	cfg := server.Config{
 		Store: st, Verifier: verifier, AdminToken: admin, Logger: log, Registry: reg,
 		Interval: o.interval, Grace: o.grace, FlushWindow: o.flushWindow, HostRate: o.hostRate, HostBurst: o.hostBurst,
 		ShedFactor: o.shedFactor, MassSilenceShare: o.massShare, MassSilenceMin: o.massMin,
-		RestartHold: o.restartHold, Fleet: fleet,
-	})
+		RestartHold: o.restartHold,
+	}
+	if err := o.rollouts.config(&cfg); err != nil {
+		return err
+	}
+	srv, err := server.New(ctx, cfg)
 	if err != nil {
 		return err
 	}

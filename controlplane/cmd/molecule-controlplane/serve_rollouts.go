@@ -33,24 +33,22 @@ func (o *rolloutOpts) flags(cmd *cobra.Command) {
 	f.BoolVar(&o.secureCookie, "dashboard-secure-cookie", false, "mark the dashboard session cookie Secure (when served behind TLS)")
 }
 
-// config builds the server's fleet-operations config, reading the webhooks
-// file (whose secrets sit in their own files).
-func (o *rolloutOpts) config() (server.FleetOpsConfig, error) {
-	c := server.FleetOpsConfig{
-		Rollout: rollout.Policy{Canary: o.canary, BatchPercent: o.batchPct, BakeMS: o.bake.Milliseconds(),
-			WaveTimeoutMS: o.waveTimeout.Milliseconds()},
-		TunnelWindow: o.tunnelWindow, SecureCookie: o.secureCookie,
-		Webhook: events.Dispatcher{MaxBackoff: o.webhookMaxBackoff},
-	}
-	if err := c.Rollout.Validate(); err != nil {
-		return c, fmt.Errorf("--rollout-*: %w", err)
+// config fills the server's rollout, event and dashboard configs, reading
+// the webhooks file (whose secrets sit in their own files).
+func (o *rolloutOpts) config(c *server.Config) error {
+	c.Rollouts = server.RolloutsConfig{Defaults: rollout.Policy{Canary: o.canary, BatchPercent: o.batchPct,
+		BakeMS: o.bake.Milliseconds(), WaveTimeoutMS: o.waveTimeout.Milliseconds()}}
+	c.Events = server.EventsConfig{TunnelWindow: o.tunnelWindow, Webhook: events.Dispatcher{MaxBackoff: o.webhookMaxBackoff}}
+	c.Dashboard = server.DashboardConfig{SecureCookie: o.secureCookie}
+	if err := c.Rollouts.Defaults.Validate(); err != nil {
+		return fmt.Errorf("--rollout-*: %w", err)
 	}
 	if o.webhooks != "" {
 		hooks, err := events.LoadHooks(o.webhooks)
 		if err != nil {
-			return c, err
+			return err
 		}
-		c.Hooks = hooks
+		c.Events.Hooks = hooks
 	}
-	return c, nil
+	return nil
 }

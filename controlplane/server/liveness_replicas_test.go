@@ -32,13 +32,13 @@ func newReplica(t *testing.T, dsn string, clk *clock) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if srv.shared == nil {
+	if _, ok := srv.lv.(*replicas); !ok {
 		t.Fatal("server on PostgreSQL without shared liveness")
 	}
 	r := &replica{srv: srv, http: httptest.NewServer(srv.Handler())}
 	r.agent, _ = api.New(api.Options{BaseURL: r.http.URL, RetryMax: -1})
 	r.admin, _ = api.New(api.Options{BaseURL: r.http.URL, AdminToken: secret.New(adminToken), RetryMax: -1})
-	t.Cleanup(func() { r.http.Close(); srv.shared.Resign(); _ = st.Close() })
+	t.Cleanup(func() { r.http.Close(); srv.lv.close(); _ = st.Close() })
 	return r
 }
 
@@ -83,11 +83,11 @@ func TestSharedReplicas(t *testing.T) {
 	}
 
 	// B flushes; A holds the sweeper lock and judges from the database.
-	if err := b.srv.flush(ctx); err != nil {
+	if err := b.srv.lv.window(ctx, clk.Now()); err != nil {
 		t.Fatal(err)
 	}
 	clk.Add(2 * time.Second)
-	a.srv.sweepShared(ctx, clk.Now())
+	a.srv.lv.sweep(ctx, clk.Now())
 	if !a.srv.Leader() {
 		t.Fatal("replica A did not take the sweeper lock")
 	}
@@ -95,7 +95,7 @@ func TestSharedReplicas(t *testing.T) {
 		t.Errorf("host 2 s after its heartbeat = %s, want online", h.Status)
 	}
 	clk.Add(3 * time.Second)
-	a.srv.sweepShared(ctx, clk.Now())
+	a.srv.lv.sweep(ctx, clk.Now())
 	if h, _ := b.admin.GetHost(ctx, reg.HostID); h.Status != api.StatusOffline {
 		t.Errorf("host silent 5 s, seen from replica B = %s, want offline", h.Status)
 	}
@@ -107,7 +107,7 @@ func TestSharedReplicas(t *testing.T) {
 	if _, err := b.agent.Heartbeat(ctx, reg.HostID, again.HostToken, report("tun-1")); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.srv.flush(ctx); err != nil {
+	if err := b.srv.lv.window(ctx, clk.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if h, _ := a.admin.GetHost(ctx, reg.HostID); h.Status != api.StatusOnline {
@@ -127,7 +127,7 @@ func TestSharedReplicas(t *testing.T) {
 	if _, err := b.agent.Heartbeat(ctx, reg.HostID, again.HostToken, report("tun-1")); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.srv.flush(ctx); err != nil {
+	if err := b.srv.lv.window(ctx, clk.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.agent.Heartbeat(ctx, reg.HostID, again.HostToken, report("tun-1")); !errors.Is(err, api.ErrGone) {

@@ -25,13 +25,13 @@ const (
 	imgC = "127.0.0.1:5000/platform@sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
 )
 
-type fleetHost struct {
+type rolloutHost struct {
 	reg api.Registration
 	rep api.HeartbeatRequest
 }
 
 // beat sends the host's report and returns the desired state it is given.
-func (f *fixture) beat(h *fleetHost) api.DesiredState {
+func (f *fixture) beat(h *rolloutHost) api.DesiredState {
 	f.t.Helper()
 	f.clock.Add(time.Second) // one token of the host's rate limit
 	resp, err := f.agent.Heartbeat(context.Background(), h.reg.HostID, h.reg.HostToken, h.rep)
@@ -69,7 +69,7 @@ func (f *fixture) adminDo(method, path string, body any, out any) int {
 func TestRollout(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	var hosts []*fleetHost
+	var hosts []*rolloutHost
 	for i := range 3 {
 		inst := fmt.Sprintf("i-%d", i)
 		f.declare(inst)
@@ -77,9 +77,9 @@ func TestRollout(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		hosts = append(hosts, &fleetHost{reg: reg, rep: runs(imgA, api.UnitReady)})
+		hosts = append(hosts, &rolloutHost{reg: reg, rep: runs(imgA, api.UnitReady)})
 	}
-	slices.SortFunc(hosts, func(a, b *fleetHost) int { return strings.Compare(a.reg.HostID, b.reg.HostID) })
+	slices.SortFunc(hosts, func(a, b *rolloutHost) int { return strings.Compare(a.reg.HostID, b.reg.HostID) })
 	if err := f.admin.SetChannelImages(ctx, "stable", map[string]string{"platform": imgA}); err != nil {
 		t.Fatal(err)
 	}
@@ -108,9 +108,9 @@ func TestRollout(t *testing.T) {
 	for i := range hosts {
 		hosts[i].rep = runs(imgB, api.UnitReady, api.UpdateStatus{Unit: "platform", Digest: imgB, Phase: "committed"})
 		f.beat(hosts[i])
-		f.srv.fleet.rollouts.Tick(ctx) // all ready since now
+		f.srv.rollouts.Tick(ctx) // all ready since now
 		f.clock.Add(2 * time.Second)
-		f.srv.fleet.rollouts.Tick(ctx) // baked: the next wave starts
+		f.srv.rollouts.Tick(ctx) // baked: the next wave starts
 		if i < 2 {
 			want := []string{imgB, imgB, imgA}
 			if i == 1 {
@@ -119,7 +119,7 @@ func TestRollout(t *testing.T) {
 			wants(fmt.Sprintf("after wave %d", i+1), want...)
 		}
 	}
-	if got, _ := f.srv.fleet.rollouts.Get("stable"); got.State != rollout.StateCompleted {
+	if got, _ := f.srv.rollouts.Get("stable"); got.State != rollout.StateCompleted {
 		t.Fatalf("rollout state %s, want completed", got.State)
 	}
 
@@ -131,13 +131,13 @@ func TestRollout(t *testing.T) {
 	wants("bad canary", imgC, imgB, imgB)
 	hosts[0].rep = runs(imgB, api.UnitReady, api.UpdateStatus{Unit: "platform", Digest: imgC, Phase: "rolled_back", Detail: "not ready within 60s"})
 	f.beat(hosts[0])
-	f.srv.fleet.rollouts.Tick(ctx)
+	f.srv.rollouts.Tick(ctx)
 	f.adminDo("GET", "/v1/admin/channels/stable/rollout", nil, &ro)
 	if ro.State != rollout.StateHalted || !strings.Contains(ro.Reason, hosts[0].reg.HostID) {
 		t.Fatalf("rollout = %s (%s), want halted naming the canary", ro.State, ro.Reason)
 	}
 	f.clock.Add(time.Hour)
-	f.srv.fleet.rollouts.Tick(ctx)
+	f.srv.rollouts.Tick(ctx)
 	wants("halted", imgC, imgB, imgB)
 	if code := f.adminDo("POST", "/v1/admin/channels/stable/rollout/pause", nil, nil); code != 409 {
 		t.Errorf("pausing a halted rollout: %d, want 409", code)
@@ -151,7 +151,7 @@ func TestRollout(t *testing.T) {
 	}
 
 	// The event feed pages through what happened.
-	if err := f.srv.flush(ctx); err != nil {
+	if err := f.srv.flush(ctx, f.srv.store.Flush); err != nil {
 		t.Fatal(err)
 	}
 	var kinds []string
@@ -184,7 +184,7 @@ func TestRollout(t *testing.T) {
 	// A restarted server serves the same desired state from the stored rollout.
 	f.stop()
 	f.start()
-	if got, err := f.srv.fleet.rollouts.Get("stable"); err != nil || got.State != rollout.StateRolledBack {
+	if got, err := f.srv.rollouts.Get("stable"); err != nil || got.State != rollout.StateRolledBack {
 		t.Fatalf("after restart: %+v, %v", got.State, err)
 	}
 	wants("after restart", imgB, imgB, imgB)
@@ -197,7 +197,7 @@ func TestDashboardSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.beat(&fleetHost{reg: reg, rep: runs(imgA, api.UnitReady)})
+	f.beat(&rolloutHost{reg: reg, rep: runs(imgA, api.UnitReady)})
 	noRedirect := &http.Client{Transport: f.http.Client().Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	get := func(cookie *http.Cookie) string {
 		req, _ := http.NewRequest("GET", f.http.URL+dashboard.Path, nil)
@@ -294,15 +294,17 @@ func TestDerivedEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &fleetHost{reg: reg, rep: runs(imgA, api.UnitReady)}
+	h := &rolloutHost{reg: reg, rep: runs(imgA, api.UnitReady)}
 	f.beat(h) // the baseline
 	h.rep.Tunnel.ReadyConnections = 0
 	h.rep.Units[0].State = api.UnitFailed
 	f.beat(h)
-	f.srv.fleetTick(ctx)
+	f.srv.sweepTunnels()
+	f.srv.lv.advance(ctx)
 	f.clock.Add(3 * time.Minute) // past the default 2-minute tunnel window
-	f.srv.fleetTick(ctx)
-	if err := f.srv.flush(ctx); err != nil {
+	f.srv.sweepTunnels()
+	f.srv.lv.advance(ctx)
+	if err := f.srv.flush(ctx, f.srv.store.Flush); err != nil {
 		t.Fatal(err)
 	}
 	var p events.Page
@@ -315,5 +317,38 @@ func TestDerivedEvents(t *testing.T) {
 	}
 	if got[events.KindTunnelNotReady] != 1 || got[events.KindUnitFailed] != 1 {
 		t.Errorf("events of the host = %v, want one tunnel_not_ready and one unit_failed", got)
+	}
+}
+
+// TestSetChannelIsARollout: PUT /v1/admin/channels/{name} goes through a
+// rollout like every other change of desired images: completed at once,
+// served to every host, and rolled back like any other.
+func TestSetChannelIsARollout(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.declare("i-0")
+	reg, err := f.registerIMDS("i-0", "boot", secret.Secret{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &rolloutHost{reg: reg, rep: runs(imgA, api.UnitReady)}
+	for i, img := range []string{imgA, imgB} {
+		if err := f.admin.SetChannelImages(ctx, "stable", map[string]string{"platform": img}); err != nil {
+			t.Fatal(err)
+		}
+		var ro rollout.Rollout
+		if code := f.adminDo("GET", "/v1/admin/channels/stable/rollout", nil, &ro); code != 200 || ro.State != rollout.StateCompleted || ro.To["platform"] != img {
+			t.Fatalf("set %d: rollout %d %+v, want completed with platform=%s", i, code, ro, img)
+		}
+		if got := f.beat(h); got.Images["platform"] != img || got.Revision != ro.Revision {
+			t.Fatalf("set %d: host given %+v, want %s at revision %d", i, got, img, ro.Revision)
+		}
+	}
+	var ro rollout.Rollout
+	if code := f.adminDo("POST", "/v1/admin/channels/stable/rollout/rollback", RolloutAction{Reason: "bad"}, &ro); code != 200 {
+		t.Fatalf("rollback: %d", code)
+	}
+	if got := f.beat(h); got.Images["platform"] != imgA || got.Revision != ro.RollbackRevision {
+		t.Fatalf("after rollback the host is given %+v, want %s at revision %d", got, imgA, ro.RollbackRevision)
 	}
 }

@@ -42,7 +42,7 @@ func TestRolloutAcrossReplicas(t *testing.T) {
 		}
 		srv, err := New(ctx, Config{Store: st, AdminToken: secret.New(adminToken), Interval: 500 * time.Millisecond,
 			FlushWindow: 200 * time.Millisecond, HostRate: 100, HostBurst: 100,
-			Fleet: FleetOpsConfig{Tick: 50 * time.Millisecond}})
+			Rollouts: RolloutsConfig{Tick: 50 * time.Millisecond}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,8 +112,8 @@ func TestRolloutAcrossReplicas(t *testing.T) {
 	deadline := time.Now().Add(testenv.Long)
 	for {
 		beatAll()
-		r0, _ := reps[0].srv.fleet.rollouts.Get("stable")
-		r1, _ := reps[1].srv.fleet.rollouts.Get("stable")
+		r0, _ := reps[0].srv.rollouts.Get("stable")
+		r1, _ := reps[1].srv.rollouts.Get("stable")
 		if r0.State == rollout.StateCompleted && r1.State == rollout.StateCompleted {
 			break
 		}
