@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
+	"github.com/molecule-ai/molecule-agent/agent/safefile"
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
@@ -20,17 +21,17 @@ func writeFiles(u config.Unit, contents []secretstore.Secret, log *slog.Logger) 
 		return err
 	}
 	for i, f := range u.Files {
-		if err := os.MkdirAll(filepath.Dir(f.Path), 0o711); err != nil {
+		dir, base := filepath.Split(f.Path)
+		if err := safefile.Mkdir(dir, 0o711, uid); err != nil {
 			return fmt.Errorf("unit file %s: %w", f.Path, err)
 		}
-		if err := secretstore.WriteFile(f.Path, contents[i], uid, gid); err != nil {
-			return err
-		}
+		mode := secretstore.FileMode
 		if _, isRef, _ := secretstore.ParseRef(f.Content); !isRef && f.Mode != "" {
 			m, _ := strconv.ParseUint(f.Mode, 8, 32)
-			if err := os.Chmod(f.Path, os.FileMode(m)); err != nil {
-				return fmt.Errorf("unit file %s: %w", f.Path, err)
-			}
+			mode = os.FileMode(m)
+		}
+		if err := safefile.Write(dir, base, []byte(contents[i].Reveal()), mode, uid, gid); err != nil {
+			return err
 		}
 		log.Debug("wrote unit file", "path", f.Path)
 	}
