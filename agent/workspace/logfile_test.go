@@ -66,6 +66,41 @@ func TestRotatingFile(t *testing.T) {
 	}
 }
 
+// TestRotatingFileRefusesPlantedSymlink: a symlink at the log's path (or a
+// symlinked log dir) is refused, and the file it points to is left alone.
+func TestRotatingFileRefusesPlantedSymlink(t *testing.T) {
+	base := t.TempDir()
+	victim := filepath.Join(base, "victim")
+	if err := os.WriteFile(victim, []byte("keep\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := filepath.Join(base, "logs")
+	if err := os.Mkdir(logs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(logs, "runtime.log")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(logs, filepath.Join(base, "linkdir")); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{filepath.Join(logs, "runtime.log"), filepath.Join(base, "linkdir", "other.log")} {
+		w, err := workspace.OpenRotating(path, 100, 2, -1, -1)
+		if err == nil {
+			_ = w.Close()
+			t.Errorf("OpenRotating(%s) succeeded, want a refusal", path)
+		} else if !strings.Contains(err.Error(), "symlink") {
+			t.Errorf("OpenRotating(%s): %v, want an error saying symlink", path, err)
+		}
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep\n" {
+		t.Errorf("victim: got %q", b)
+	}
+	if fi, _ := os.Stat(victim); fi.Mode().Perm() != 0o600 {
+		t.Errorf("victim mode: got %v", fi.Mode().Perm())
+	}
+}
+
 // TestSink runs a real child writing to the sink's file: output lands in the
 // rotating file and each line reaches the callback, long lines cut.
 func TestSink(t *testing.T) {
