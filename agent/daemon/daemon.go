@@ -13,6 +13,7 @@ import (
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/identity"
+	"github.com/molecule-ai/molecule-agent/agent/safefile"
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/status"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
@@ -33,6 +34,8 @@ type Options struct {
 	Hooks map[string]SpecHook
 
 	containers *containers
+	// redact is the agent-wide redactor every unit's redactor consults.
+	redact *supervisor.Redactor
 }
 
 // Daemon is one run of the agent.
@@ -45,6 +48,7 @@ type Daemon struct {
 	hooks   map[string]SpecHook
 	// containers tracks kind: container units for image updates.
 	containers *containers
+	redact     *supervisor.Redactor
 	started    time.Time
 	notify     notifier
 
@@ -65,7 +69,7 @@ type Daemon struct {
 // New prepares a daemon; nothing runs until Run.
 func New(o Options) (*Daemon, error) {
 	d := &Daemon{cfg: o.Config, log: o.Log, version: o.Version, drivers: o.Drivers,
-		secrets: o.Secrets, hooks: o.Hooks, containers: o.containers, started: time.Now(), phase: "starting",
+		secrets: o.Secrets, hooks: o.Hooks, containers: o.containers, redact: o.redact, started: time.Now(), phase: "starting",
 		notify: notifier{log: o.Log}, sections: map[string]func() any{}}
 	specs := make([]supervisor.Spec, 0, len(o.Config.Units))
 	for _, u := range o.Config.Units {
@@ -124,8 +128,9 @@ func (d *Daemon) Run(ctx context.Context, background ...Background) error {
 	if err := supervisor.BecomeSubreaper(); err != nil {
 		d.log.Warn("cannot become child subreaper; orphaned grandchildren go to PID 1", "err", err)
 	}
-	if err := os.MkdirAll(d.cfg.RunDir, 0o711); err != nil {
-		return fmt.Errorf("run dir: %w", err)
+	// Secret files go under it: no symlink in its path, owned by root.
+	if err := safefile.EnsureDir(d.cfg.RunDir, 0o711, -1, -1); err != nil {
+		return fmt.Errorf("run_dir: %w", err)
 	}
 	srv, err := status.Listen(d.cfg.SocketPath(), d.Report)
 	if err != nil {

@@ -40,7 +40,7 @@ func (d *Daemon) specFor(u config.Unit) (supervisor.Spec, error) {
 		return supervisor.Spec{}, err
 	}
 	var drv supervisor.Driver
-	redact := &supervisor.Redactor{}
+	redact := supervisor.NewRedactor(d.redact)
 	switch u.Kind {
 	case config.KindExec:
 		drv = &supervisor.ExecDriver{Command: u.Command, Args: u.Args, Dir: u.Dir, User: u.User,

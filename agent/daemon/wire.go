@@ -10,6 +10,7 @@ import (
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/identity"
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
+	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 	"github.com/molecule-ai/molecule-agent/agent/workspace"
 )
 
@@ -17,8 +18,9 @@ import (
 type Background func(ctx context.Context)
 
 // NewSecretsStore builds the store for the configured source, or nil when
-// the config has none. Nothing is fetched yet.
-func NewSecretsStore(ctx context.Context, c config.Secrets, imdsEndpoint string, log *slog.Logger, onChange func([]string)) (*secretstore.Store, error) {
+// the config has none. Nothing is fetched yet. onValues gets every value
+// fetched (the agent-wide redactor's Remember).
+func NewSecretsStore(ctx context.Context, c config.Secrets, imdsEndpoint string, log *slog.Logger, onChange, onValues func([]string)) (*secretstore.Store, error) {
 	var src secretstore.Source
 	switch c.Source {
 	case "":
@@ -36,7 +38,7 @@ func NewSecretsStore(ctx context.Context, c config.Secrets, imdsEndpoint string,
 		return nil, fmt.Errorf("secrets.source: %q is not a source", c.Source)
 	}
 	return secretstore.NewStore(src, secretstore.StoreOptions{Refresh: c.Refresh.Duration, Jitter: c.Jitter,
-		Logger: log, OnChange: onChange}), nil
+		Logger: log, OnChange: onChange, OnValues: onValues}), nil
 }
 
 // Assemble builds the daemon for cfg with every part the config asks for,
@@ -45,7 +47,11 @@ func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version
 	// Changes are handed to a loop of their own so a slow restart never
 	// holds up the next refresh.
 	changes := &changeQueue{wake: make(chan struct{}, 1)}
-	store, err := NewSecretsStore(ctx, cfg.Secrets, cfg.Identity.IMDSEndpoint, log, changes.add)
+	// Every secret value the store has held is redacted from the agent's
+	// logs and from every unit's output (docs/security.md).
+	o.redact = supervisor.NewRedactor(nil)
+	log = slog.New(o.redact.Handler(log.Handler()))
+	store, err := NewSecretsStore(ctx, cfg.Secrets, cfg.Identity.IMDSEndpoint, log, changes.add, o.redact.Remember)
 	if err != nil {
 		return nil, nil, err
 	}
