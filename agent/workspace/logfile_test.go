@@ -120,11 +120,15 @@ func TestSink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	red := &supervisor.Redactor{}
+	// The unit's redactor consults the agent-wide one, which holds every
+	// value of the secret store (another unit's, a rotated-away one).
+	agentWide := supervisor.NewRedactor(nil)
+	agentWide.Remember([]string{"other-units-secret"})
+	red := supervisor.NewRedactor(agentWide)
 	red.Set([]string{"hunter2-secret"})
 	sink.AddRedactor(red)
 	long := strings.Repeat("L", 20000)
-	cmd := exec.Command("/bin/sh", "-c", `echo one hunter2-secret; echo two >&2; printf '%s\n' "$LONG"; printf 'last'`)
+	cmd := exec.Command("/bin/sh", "-c", `echo one hunter2-secret other-units-secret; echo two >&2; printf '%s\n' "$LONG"; printf 'last'`)
 	cmd.Env = []string{"LONG=" + long}
 	cmd.Stdout, cmd.Stderr = sink.File(), sink.File()
 	if err := cmd.Run(); err != nil {
@@ -133,14 +137,14 @@ func TestSink(t *testing.T) {
 	sink.Close(5 * time.Second)
 	mu.Lock()
 	defer mu.Unlock()
-	if len(lines) != 4 || lines[0] != "one hunter2-secret" || lines[1] != "two" || lines[3] != "last" {
+	if len(lines) != 4 || lines[0] != "one hunter2-secret other-units-secret" || lines[1] != "two" || lines[3] != "last" {
 		t.Fatalf("lines: got %d %q..., want one, two, <long>, last", len(lines), lines[:min(2, len(lines))])
 	}
 	if len(lines[2]) != 8192 {
 		t.Errorf("long line: callback got %d bytes, want it cut at 8192", len(lines[2]))
 	}
 	b, _ := os.ReadFile(path)
-	if want := "one [redacted]\ntwo\n" + long + "\nlast"; string(b) != want {
+	if want := "one [redacted] [redacted]\ntwo\n" + long + "\nlast"; string(b) != want {
 		t.Errorf("file: got %d bytes, want %d (all output, uncut)", len(b), len(want))
 	}
 }
