@@ -48,7 +48,7 @@ func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version
 	// holds up the next refresh.
 	changes := &changeQueue{wake: make(chan struct{}, 1)}
 	// Every secret value the store has held is redacted from the agent's
-	// logs and from every unit's output (docs/security.md).
+	// logs and from every unit's output.
 	o.redact = supervisor.NewRedactor(nil)
 	log = slog.New(o.redact.Handler(log.Handler()))
 	store, err := NewSecretsStore(ctx, cfg.Secrets, cfg.Identity.IMDSEndpoint, log, changes.add, o.redact.Remember)

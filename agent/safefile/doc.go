@@ -4,5 +4,5 @@
 // symlink followed; files are created with O_EXCL|O_NOFOLLOW relative to it,
 // given their owner and mode on the open descriptor, and renamed within it.
 // No path is chmod'ed or chown'ed after it is in place, so swapping the
-// final name for a symlink (docs/security.md) achieves nothing.
+// final name for a symlink achieves nothing.
 package safefile

@@ -27,16 +27,18 @@ func Write(dir, name string, data []byte, perm os.FileMode, uid, gid int) error 
 	return d.WriteFile(name, data, perm, uid, gid)
 }
 
-// Remove removes dir/name without following a symlink; a name already gone
-// is not an error.
+// Remove removes dir/name without following a symlink in dir's path or at
+// name; a name already gone is not an error. Unlinking a name redirects
+// nothing, so dir may belong to any user.
 func Remove(dir, name string) error {
-	d, err := OpenDir(dir, -1)
+	f, abs, err := walk(dir, false, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
+	d := &Dir{f: f, path: abs}
 	defer d.Close()
 	return d.Remove(name)
 }

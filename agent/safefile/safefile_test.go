@@ -177,6 +177,13 @@ func TestRefusesWronglyOwnedDirectory(t *testing.T) {
 	if err := Write(dir, "f", []byte("x"), 0o600, uid, gid); err != nil {
 		t.Errorf("Write as the dir's owner: %v", err)
 	}
+	// Removing a name redirects nothing: allowed in anyone's dir.
+	if err := Remove(dir, "f"); err != nil {
+		t.Errorf("Remove from the user's dir: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "f")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("f still there after Remove: %v", err)
+	}
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
