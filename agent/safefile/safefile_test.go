@@ -3,56 +3,22 @@ package safefile
 import (
 	"errors"
 	"os"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/molecule-ai/molecule-agent/agent/safefile/safefiletest"
 	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
 
-// nobody returns the uid and gid of the unprivileged user tests hand files to.
-func nobody(t *testing.T) (int, int) {
-	t.Helper()
-	u, err := user.Lookup("nobody")
-	if err != nil {
-		testenv.Missing(t, "user nobody")
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return uid, gid
-}
+var (
+	nobody  = safefiletest.Nobody
+	stateOf = safefiletest.StateOf
+	victim  = safefiletest.Victim
+)
 
-type fileState struct {
-	mode os.FileMode
-	uid  uint32
-	data string
-}
-
-func stateOf(t *testing.T, path string) fileState {
-	t.Helper()
-	fi, err := os.Lstat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fileState{mode: fi.Mode(), uid: fi.Sys().(*syscall.Stat_t).Uid, data: string(b)}
-}
-
-// victim is a root-owned 0600 file outside the directory being written.
-func victim(t *testing.T, dir string) (string, fileState) {
-	t.Helper()
-	p := filepath.Join(dir, "shadow")
-	if err := os.WriteFile(p, []byte("root:secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p, stateOf(t, p)
-}
+type fileState = safefiletest.FileState
 
 func TestWriteGivesModeAndOwner(t *testing.T) {
 	testenv.RequireRoot(t)
@@ -66,7 +32,7 @@ func TestWriteGivesModeAndOwner(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := stateOf(t, filepath.Join(dir, "configs", "config.yaml"))
-		if want := (fileState{mode: perm, uid: uint32(uid), data: "a: 1\n"}); got != want {
+		if want := (fileState{Mode: perm, UID: uint32(uid), Data: "a: 1\n"}); got != want {
 			t.Errorf("perm %o: got %+v, want %+v", perm, got, want)
 		}
 	}
@@ -225,7 +191,7 @@ func TestOpenAppendRefusesPlantedFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = f.Close()
-	if got := stateOf(t, vpath); got.mode != before.mode || got.uid != before.uid || got.data != before.data {
+	if got := stateOf(t, vpath); got != before {
 		t.Errorf("victim changed: got %+v, want %+v", got, before)
 	}
 }
