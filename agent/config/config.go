@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"time"
 
@@ -124,6 +125,9 @@ type ControlPlane struct {
 // Load reads and validates the file at path, applying defaults.
 func Load(path string) (*Config, error) {
 	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("config %s: %w; %s", path, fs.ErrNotExist, whatIsNeeded)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
@@ -151,6 +155,9 @@ func Parse(r io.Reader) (*Config, error) {
 	if err := dec.Decode(&extra); err == nil {
 		return nil, errors.New("config holds more than one YAML document; keep one")
 	}
+	if isEmpty(&doc) {
+		return nil, errors.New("config is empty: " + whatIsNeeded)
+	}
 	if err := mergeRole(&doc); err != nil {
 		return nil, err
 	}
@@ -171,6 +178,32 @@ func Parse(r io.Reader) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// whatIsNeeded tells someone facing an empty or missing config what to put
+// in it.
+const whatIsNeeded = "set role (tenant or workspace) with control_plane and secrets, or list units; " +
+	"see /usr/share/doc/molecule-agent/agent.example.yaml, or let `molecule-agent bootstrap` write it"
+
+// isEmpty reports whether doc holds no settings: no document, only
+// comments, null, or an empty mapping.
+func isEmpty(doc *yaml.Node) bool {
+	n := doc
+	if n.Kind == yaml.DocumentNode {
+		if len(n.Content) == 0 {
+			return true
+		}
+		n = n.Content[0]
+	}
+	switch n.Kind {
+	case 0:
+		return true
+	case yaml.ScalarNode:
+		return n.Tag == "!!null"
+	case yaml.MappingNode:
+		return len(n.Content) == 0
+	}
+	return false
 }
 
 // decodeError shortens yaml.v3's messages, which already carry line numbers

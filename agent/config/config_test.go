@@ -165,3 +165,34 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestEmptyOrMissingConfigRefused: a config with nothing in it would start
+// an agent that does nothing; it is refused, saying what to write.
+func TestEmptyOrMissingConfigRefused(t *testing.T) {
+	for _, tc := range []struct{ name, body string }{
+		{"empty", ""},
+		{"blank lines", "\n\n  \n"},
+		{"only comments", "# role: tenant\n# units:\n"},
+		{"document marker", "---\n"},
+		{"null", "~\n"},
+		{"empty mapping", "{}\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(strings.NewReader(tc.body))
+			if err == nil {
+				t.Fatal("accepted, want a refusal")
+			}
+			for _, want := range []string{"empty", "role", "units", "agent.example.yaml"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not mention %q", err, want)
+				}
+			}
+		})
+	}
+	missing := t.TempDir() + "/agent.yaml"
+	_, err := Load(missing)
+	if err == nil || !strings.Contains(err.Error(), missing) || !strings.Contains(err.Error(), "does not exist") ||
+		!strings.Contains(err.Error(), "bootstrap") {
+		t.Errorf("missing config: got %v, want an error naming %s and what to write", err, missing)
+	}
+}

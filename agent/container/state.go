@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/molecule-ai/molecule-agent/agent/safefile"
 )
 
 // Journal steps of an update, written before the step's effect. Recovery
@@ -66,38 +68,19 @@ func loadState(path string) (unitState, error) {
 	return st, nil
 }
 
-// saveState replaces path atomically: temp file, fsync, rename, fsync dir.
+// saveState replaces path atomically (safefile: temporary file by
+// descriptor, fsync, rename, fsync dir); a symlink in its path is refused.
 func saveState(path string, st unitState) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := safefile.Mkdir(dir, 0o700, -1); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
 	}
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
-	if err != nil {
+	if err := safefile.Write(dir, filepath.Base(path), append(b, '\n'), 0o600, -1, -1); err != nil {
 		return fmt.Errorf("write container state: %w", err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("write container state: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
 	}
 	return nil
 }
@@ -117,14 +100,10 @@ func LoadAgentID(stateDir string) (string, error) {
 		return "", fmt.Errorf("read agent ID: %w", err)
 	}
 	id := "agent-" + newUpdateID()
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+	if err := safefile.Mkdir(stateDir, 0o700, -1); err != nil {
 		return "", fmt.Errorf("create state dir: %w", err)
 	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write agent ID: %w", err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
+	if err := safefile.Write(stateDir, "agent-id", []byte(id+"\n"), 0o600, -1, -1); err != nil {
 		return "", fmt.Errorf("write agent ID: %w", err)
 	}
 	return id, nil

@@ -17,8 +17,9 @@ import (
 )
 
 // NewSecretsStore builds the store for the configured source, or nil when
-// the config has none. Nothing is fetched yet.
-func NewSecretsStore(ctx context.Context, c config.Secrets, imdsEndpoint string, log *slog.Logger, onChange func([]string)) (*secretstore.Store, error) {
+// the config has none. Nothing is fetched yet. onValues gets every value
+// fetched (the agent-wide redactor's Remember).
+func NewSecretsStore(ctx context.Context, c config.Secrets, imdsEndpoint string, log *slog.Logger, onChange, onValues func([]string)) (*secretstore.Store, error) {
 	var src secretstore.Source
 	switch c.Source {
 	case "":
@@ -36,7 +37,7 @@ func NewSecretsStore(ctx context.Context, c config.Secrets, imdsEndpoint string,
 		return nil, fmt.Errorf("secrets.source: %q is not a source", c.Source)
 	}
 	return secretstore.NewStore(src, secretstore.StoreOptions{Refresh: c.Refresh.Duration, Jitter: c.Jitter,
-		Logger: log, OnChange: onChange}), nil
+		Logger: log, OnChange: onChange, OnValues: onValues}), nil
 }
 
 // Assemble builds the daemon for cfg in one pass, each part from parts
@@ -57,14 +58,18 @@ func Assemble(ctx context.Context, cfg *config.Config, log *slog.Logger, version
 	// Changes are handed to a loop of their own so a slow restart never
 	// holds up the next refresh.
 	changes := &changeQueue{wake: make(chan struct{}, 1)}
-	store, err := NewSecretsStore(ctx, cfg.Secrets, cfg.Identity.IMDSEndpoint, log, changes.add)
+	// Every secret value the store has held is redacted from the agent's
+	// logs and from every unit's output.
+	redact := supervisor.NewRedactor(nil)
+	log = slog.New(redact.Handler(log.Handler()))
+	store, err := NewSecretsStore(ctx, cfg.Secrets, cfg.Identity.IMDSEndpoint, log, changes.add, redact.Remember)
 	if err != nil {
 		return nil, err
 	}
 	h := newHost(cfg, store, log)
 	// Parts built before the supervisor reach it through ops.
 	ops := newUnitOps()
-	b := &builder{cfg: cfg, log: log, store: store, docker: &docker{cfg: cfg, store: store},
+	b := &builder{cfg: cfg, log: log, store: store, redact: redact, docker: &docker{cfg: cfg, store: store},
 		hooks: map[string]SpecHook{tunnel.Builtin: cloudflaredHook(cfg)}}
 	var ws *workspaceParts
 	if hasBuiltin(cfg, workspace.Builtin) {

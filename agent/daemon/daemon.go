@@ -16,6 +16,7 @@ import (
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/heartbeat"
 	"github.com/molecule-ai/molecule-agent/agent/identity"
+	"github.com/molecule-ai/molecule-agent/agent/safefile"
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/status"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
@@ -125,8 +126,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := supervisor.BecomeSubreaper(); err != nil {
 		d.log.Warn("cannot become child subreaper; orphaned grandchildren go to PID 1", "err", err)
 	}
-	if err := os.MkdirAll(d.cfg.RunDir, 0o711); err != nil {
-		return fmt.Errorf("run dir: %w", err)
+	// Secret files go under it: no symlink in its path, owned by root.
+	if err := safefile.EnsureDir(d.cfg.RunDir, 0o711, -1, -1); err != nil {
+		return fmt.Errorf("run_dir: %w", err)
 	}
 	srv, err := status.Listen(d.cfg.SocketPath(), d.Report)
 	if err != nil {

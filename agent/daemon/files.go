@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
+	"github.com/molecule-ai/molecule-agent/agent/safefile"
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
@@ -32,22 +33,20 @@ func writeFiles(u config.Unit, contents []*secretstore.Secret, log *slog.Logger)
 	return nil
 }
 
-// writeUnitFile is the one place a unit file reaches the disk: atomically,
-// 0600 (or the configured mode for literal content), owned by uid:gid.
+// writeUnitFile is the one place a unit file reaches the disk: symlink-safe
+// (agent/safefile), 0600 (or the configured mode for literal content),
+// owned by uid:gid, its mode and owner set before the rename.
 func writeUnitFile(f config.File, content secretstore.Secret, uid, gid int) error {
-	if err := os.MkdirAll(filepath.Dir(f.Path), 0o711); err != nil {
+	dir, base := filepath.Split(f.Path)
+	if err := safefile.Mkdir(dir, 0o711, uid); err != nil {
 		return fmt.Errorf("unit file %s: %w", f.Path, err)
 	}
-	if err := secretstore.WriteFile(f.Path, content, uid, gid); err != nil {
-		return err
-	}
+	mode := secretstore.FileMode
 	if _, isRef, _ := secretstore.ParseRef(f.Content); !isRef && f.Mode != "" {
 		m, _ := strconv.ParseUint(f.Mode, 8, 32)
-		if err := os.Chmod(f.Path, os.FileMode(m)); err != nil {
-			return fmt.Errorf("unit file %s: %w", f.Path, err)
-		}
+		mode = os.FileMode(m)
 	}
-	return nil
+	return safefile.Write(dir, base, []byte(content.Reveal()), mode, uid, gid)
 }
 
 // holds reports whether the file at path already holds content.

@@ -31,9 +31,11 @@ type SpecHook func(b *unitBuild) error
 
 // builder turns configured units into what the supervisor runs.
 type builder struct {
-	cfg    *config.Config
-	log    *slog.Logger
-	store  *secretstore.Store
+	cfg   *config.Config
+	log   *slog.Logger
+	store *secretstore.Store
+	// redact is the agent-wide redactor each unit's redactor consults.
+	redact *supervisor.Redactor
 	docker *docker
 	// hooks by builtin name (cloudflared, workspace-runtime).
 	hooks map[string]SpecHook
@@ -72,7 +74,7 @@ func (b *builder) build(u config.Unit) (unitBuild, error) {
 	}
 	ub := unitBuild{unit: u}
 	var drv supervisor.Driver
-	redact := &supervisor.Redactor{}
+	redact := supervisor.NewRedactor(b.redact)
 	switch u.Kind {
 	case config.KindExec:
 		ub.exec = &supervisor.ExecDriver{Command: u.Command, Args: u.Args, Dir: u.Dir, User: u.User,

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/molecule-ai/molecule-agent/agent/safefile"
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 )
 
@@ -40,10 +41,11 @@ func loadState(dir string) (state, secretstore.Secret, error) {
 	return s, tok, nil
 }
 
-// saveState writes the registration atomically with mode 0600: a temporary
-// file in the same directory, fsync, rename, fsync the directory.
+// saveState writes the registration atomically with mode 0600 (safefile:
+// temporary file by descriptor, fsync, rename, fsync the directory). A
+// symlink in the state dir's path is refused.
 func saveState(dir string, s state, tok secretstore.Secret) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := safefile.Mkdir(dir, 0o700, -1); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
 	}
 	s.HostToken = tok.Reveal()
@@ -51,33 +53,8 @@ func saveState(dir string, s state, tok secretstore.Secret) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, StateFile+".*.tmp")
-	if err != nil {
+	if err := safefile.Write(dir, StateFile, b, 0o600, -1, -1); err != nil {
 		return fmt.Errorf("save registration: %w", err)
-	}
-	tmp := f.Name()
-	defer func() { _ = os.Remove(tmp) }()
-	if err := f.Chmod(0o600); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("save registration: %w", err)
-	}
-	if _, err := f.Write(b); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("save registration: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("save registration: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("save registration: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, StateFile)); err != nil {
-		return fmt.Errorf("save registration: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
 	}
 	return nil
 }

@@ -35,6 +35,10 @@ type StoreOptions struct {
 	OnChange func(changed []string)
 	// Logger receives one line per boot backoff step and per failed refresh.
 	Logger *slog.Logger
+	// OnValues, when set, is given every value of each successful fetch
+	// before any of them is handed out (for the agent-wide redactor). It
+	// must return quickly.
+	OnValues func(values []string)
 }
 
 // Status is the store's state for the status API. It never holds values.
@@ -156,6 +160,13 @@ func (s *Store) Refresh(ctx context.Context) ([]string, error) {
 	if err != nil {
 		s.lastErr = err
 		return nil, err
+	}
+	if s.opts.OnValues != nil {
+		all := make([]string, 0, len(vals))
+		for _, v := range vals {
+			all = append(all, v.Reveal())
+		}
+		s.opts.OnValues(all)
 	}
 	changed := diff(s.values, vals)
 	s.values, s.loaded, s.lastRefresh, s.lastErr = vals, true, now, nil

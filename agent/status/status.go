@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/molecule-ai/molecule-agent/agent/safefile"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
@@ -47,8 +48,10 @@ type Server struct {
 // it has to be created) and serves report on it. A stale socket left by a
 // dead agent is replaced; a live one is an error.
 func Listen(path string, report func() Report) (*Server, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("status socket dir: %w", err)
+	// The socket is chmod'ed by path below: safe only in a directory no
+	// other user can write, so a symlinked or foreign one is refused.
+	if err := safefile.Mkdir(filepath.Dir(path), 0o700, -1); err != nil {
+		return nil, fmt.Errorf("status socket: %w", err)
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()

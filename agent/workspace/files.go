@@ -3,12 +3,12 @@ package workspace
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/molecule-ai/molecule-agent/agent/safefile"
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 )
 
@@ -92,38 +92,24 @@ func (c RuntimeConfig) YAML() ([]byte, error) {
 }
 
 // EnsureDir creates the configs dir (0750) and gives it to uid:gid (-1 keeps
-// the agent's): the runtime writes an issued token there itself.
+// the agent's): the runtime writes an issued token there itself. A symlink
+// in its path, or an existing dir owned by another user, is refused.
 func EnsureDir(dir string, uid, gid int) error {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("configs dir %s: %w", dir, err)
-	}
-	// The dir may predate us (the daemon writes unit files into it first).
-	if err := os.Chmod(dir, 0o750); err != nil {
-		return fmt.Errorf("configs dir %s: %w", dir, err)
-	}
-	if uid >= 0 || gid >= 0 {
-		if err := os.Chown(dir, uid, gid); err != nil {
-			return fmt.Errorf("configs dir %s: chown to %d:%d (the agent must run as root): %w", dir, uid, gid, err)
-		}
+	if err := safefile.EnsureDir(dir, 0o750, uid, gid); err != nil {
+		return fmt.Errorf("configs dir: %w", err)
 	}
 	return nil
 }
 
-// WriteConfig writes dir/config.yaml atomically, 0644, owned by uid:gid.
+// WriteConfig writes dir/config.yaml atomically, 0644, owned by uid:gid. The
+// dir belongs to the runtime's user, so nothing touches the path after the
+// rename (safefile).
 func WriteConfig(dir string, c RuntimeConfig, uid, gid int) error {
 	b, err := c.YAML()
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(dir, ConfigFile)
-	// config.yaml holds no secret; secretstore.WriteFile is just the atomic writer.
-	if err := secretstore.WriteFile(path, secretstore.New(string(b)), uid, gid); err != nil {
-		return err
-	}
-	if err := os.Chmod(path, 0o644); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return safefile.Write(dir, ConfigFile, b, 0o644, uid, gid)
 }
 
 // WriteToken writes dir/.auth_token atomically: the token on one line with no

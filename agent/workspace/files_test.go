@@ -152,6 +152,40 @@ func TestFilesOwnedByRuntimeUser(t *testing.T) {
 	}
 }
 
+// TestConfigsDirRefusals: root writes into the configs dir only when it is
+// no symlink and is owned by root or the runtime's user.
+func TestConfigsDirRefusals(t *testing.T) {
+	testenv.RequireRoot(t)
+	base := t.TempDir()
+	real := filepath.Join(base, "real")
+	if err := os.Mkdir(real, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(base, "configs")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := workspace.EnsureDir(link, 65534, 65534); err == nil || !strings.Contains(err.Error(), "symlink") {
+		t.Errorf("EnsureDir of a symlink: got %v, want a refusal", err)
+	}
+	if err := workspace.WriteConfig(link, workspace.RuntimeConfig{Name: "n", Runtime: "r"}, 65534, 65534); err == nil {
+		t.Errorf("WriteConfig through a symlink succeeded")
+	}
+	// Owned by a third user: neither root's nor the runtime's.
+	if err := os.Chown(real, 4242, 4242); err != nil {
+		t.Fatal(err)
+	}
+	if err := workspace.EnsureDir(real, 65534, 65534); err == nil || !strings.Contains(err.Error(), "uid 4242") {
+		t.Errorf("EnsureDir of another user's dir: got %v, want a refusal naming its owner", err)
+	}
+	if err := workspace.WriteToken(real, secretstore.New("tok"), 65534, 65534); err == nil {
+		t.Errorf("WriteToken into another user's dir succeeded")
+	}
+	if ents, _ := os.ReadDir(real); len(ents) != 0 {
+		t.Errorf("%d files written into the refused dir", len(ents))
+	}
+}
+
 func TestEnv(t *testing.T) {
 	base := workspace.EnvOptions{WorkspaceID: "ws-1", PlatformURL: "http://10.0.1.5:8080/", HostIP: "10.0.2.7", ConfigsDir: "/opt/configs"}
 	t.Run("runtime variables", func(t *testing.T) {

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/molecule-ai/molecule-agent/agent/safefile"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
@@ -38,7 +40,9 @@ type RotatingFile struct {
 }
 
 // OpenRotating opens (appends to) path, 0640, created for uid:gid (-1 keeps
-// the agent's). maxBytes <= 0 and keep <= 0 take the defaults.
+// the agent's), by descriptor (safefile): a symlink in the path or at the
+// file, or a dir owned by another user, is refused. maxBytes <= 0 and keep
+// <= 0 take the defaults.
 func OpenRotating(path string, maxBytes int64, keep, uid, gid int) (*RotatingFile, error) {
 	if maxBytes <= 0 {
 		maxBytes = DefaultLogMaxBytes
@@ -54,17 +58,19 @@ func OpenRotating(path string, maxBytes int64, keep, uid, gid int) (*RotatingFil
 }
 
 func (r *RotatingFile) open() error {
-	f, err := os.OpenFile(r.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	d, err := safefile.OpenDir(filepath.Dir(r.path), r.uid)
 	if err != nil {
-		return fmt.Errorf("runtime log %s: %w", r.path, err)
+		return fmt.Errorf("runtime log: %w", err)
+	}
+	defer d.Close()
+	f, err := d.OpenAppend(filepath.Base(r.path), 0o640, r.uid, r.gid)
+	if err != nil {
+		return fmt.Errorf("runtime log: %w", err)
 	}
 	st, err := f.Stat()
 	if err != nil {
 		_ = f.Close()
 		return fmt.Errorf("runtime log %s: %w", r.path, err)
-	}
-	if r.uid >= 0 || r.gid >= 0 {
-		_ = f.Chown(r.uid, r.gid)
 	}
 	r.f, r.size = f, st.Size()
 	return nil
@@ -105,11 +111,17 @@ func (r *RotatingFile) rotate() error {
 		return fmt.Errorf("runtime log %s: %w", r.path, err)
 	}
 	r.f = nil
-	_ = os.Remove(r.path + "." + strconv.Itoa(r.keep))
-	for i := r.keep - 1; i >= 1; i-- {
-		_ = os.Rename(r.path+"."+strconv.Itoa(i), r.path+"."+strconv.Itoa(i+1))
+	d, err := safefile.OpenDir(filepath.Dir(r.path), r.uid)
+	if err != nil {
+		return fmt.Errorf("rotate runtime log: %w", err)
 	}
-	if err := os.Rename(r.path, r.path+".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
+	defer d.Close()
+	base := filepath.Base(r.path)
+	_ = d.Remove(base + "." + strconv.Itoa(r.keep))
+	for i := r.keep - 1; i >= 1; i-- {
+		_ = d.Rename(base+"."+strconv.Itoa(i), base+"."+strconv.Itoa(i+1))
+	}
+	if err := d.Rename(base, base+".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("rotate runtime log %s: %w", r.path, err)
 	}
 	return r.open()

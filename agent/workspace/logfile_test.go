@@ -66,6 +66,41 @@ func TestRotatingFile(t *testing.T) {
 	}
 }
 
+// TestRotatingFileRefusesPlantedSymlink: a symlink at the log's path (or a
+// symlinked log dir) is refused, and the file it points to is left alone.
+func TestRotatingFileRefusesPlantedSymlink(t *testing.T) {
+	base := t.TempDir()
+	victim := filepath.Join(base, "victim")
+	if err := os.WriteFile(victim, []byte("keep\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := filepath.Join(base, "logs")
+	if err := os.Mkdir(logs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(logs, "runtime.log")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(logs, filepath.Join(base, "linkdir")); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{filepath.Join(logs, "runtime.log"), filepath.Join(base, "linkdir", "other.log")} {
+		w, err := workspace.OpenRotating(path, 100, 2, -1, -1)
+		if err == nil {
+			_ = w.Close()
+			t.Errorf("OpenRotating(%s) succeeded, want a refusal", path)
+		} else if !strings.Contains(err.Error(), "symlink") {
+			t.Errorf("OpenRotating(%s): %v, want an error saying symlink", path, err)
+		}
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep\n" {
+		t.Errorf("victim: got %q", b)
+	}
+	if fi, _ := os.Stat(victim); fi.Mode().Perm() != 0o600 {
+		t.Errorf("victim mode: got %v", fi.Mode().Perm())
+	}
+}
+
 // TestSink runs a real child writing to the sink's file: output lands in the
 // rotating file and each line reaches the callback, long lines cut.
 func TestSink(t *testing.T) {
@@ -85,11 +120,15 @@ func TestSink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	red := &supervisor.Redactor{}
+	// The unit's redactor consults the agent-wide one, which holds every
+	// value of the secret store (another unit's, a rotated-away one).
+	agentWide := supervisor.NewRedactor(nil)
+	agentWide.Remember([]string{"other-units-secret"})
+	red := supervisor.NewRedactor(agentWide)
 	red.Set([]string{"hunter2-secret"})
 	sink.AddRedactor(red)
 	long := strings.Repeat("L", 20000)
-	cmd := exec.Command("/bin/sh", "-c", `echo one hunter2-secret; echo two >&2; printf '%s\n' "$LONG"; printf 'last'`)
+	cmd := exec.Command("/bin/sh", "-c", `echo one hunter2-secret other-units-secret; echo two >&2; printf '%s\n' "$LONG"; printf 'last'`)
 	cmd.Env = []string{"LONG=" + long}
 	cmd.Stdout, cmd.Stderr = sink.File(), sink.File()
 	if err := cmd.Run(); err != nil {
@@ -98,14 +137,14 @@ func TestSink(t *testing.T) {
 	sink.Close(5 * time.Second)
 	mu.Lock()
 	defer mu.Unlock()
-	if len(lines) != 4 || lines[0] != "one hunter2-secret" || lines[1] != "two" || lines[3] != "last" {
+	if len(lines) != 4 || lines[0] != "one hunter2-secret other-units-secret" || lines[1] != "two" || lines[3] != "last" {
 		t.Fatalf("lines: got %d %q..., want one, two, <long>, last", len(lines), lines[:min(2, len(lines))])
 	}
 	if len(lines[2]) != 8192 {
 		t.Errorf("long line: callback got %d bytes, want it cut at 8192", len(lines[2]))
 	}
 	b, _ := os.ReadFile(path)
-	if want := "one [redacted]\ntwo\n" + long + "\nlast"; string(b) != want {
+	if want := "one [redacted] [redacted]\ntwo\n" + long + "\nlast"; string(b) != want {
 		t.Errorf("file: got %d bytes, want %d (all output, uncut)", len(b), len(want))
 	}
 }
