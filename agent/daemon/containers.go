@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/docker/docker/client"
-
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/container"
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
@@ -32,13 +30,13 @@ type containers struct {
 	log   *slog.Logger
 
 	once   sync.Once
-	cli    *client.Client
+	cli    *container.Client
 	cliErr error
 	agent  string
 	units  map[string]*containerUnit
 }
 
-func (c *containers) client() (*client.Client, error) {
+func (c *containers) client() (*container.Client, error) {
 	c.once.Do(func() {
 		c.cli, c.cliErr = container.NewClient()
 		if c.cliErr == nil {
