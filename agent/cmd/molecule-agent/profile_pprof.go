@@ -35,11 +35,16 @@ func init() {
 
 func writeProfiles(dir string) error {
 	runtime.GC()
-	for name, write := range map[string]func(*os.File) error{
-		"heap.pprof":    func(f *os.File) error { return pprof.Lookup("heap").WriteTo(f, 0) },
-		"goroutine.txt": func(f *os.File) error { return pprof.Lookup("goroutine").WriteTo(f, 1) },
-		"metrics.txt":   writeMetrics,
+	// metrics.txt last: its appearance tells the bench the rest is written.
+	for _, p := range []struct {
+		name  string
+		write func(*os.File) error
+	}{
+		{"heap.pprof", func(f *os.File) error { return pprof.Lookup("heap").WriteTo(f, 0) }},
+		{"goroutine.txt", func(f *os.File) error { return pprof.Lookup("goroutine").WriteTo(f, 1) }},
+		{"metrics.txt", writeMetrics},
 	} {
+		name, write := p.name, p.write
 		f, err := os.Create(filepath.Join(dir, name+".tmp"))
 		if err != nil {
 			return err
