@@ -79,6 +79,10 @@ func NewClient() (*Client, error) {
 	return c, nil
 }
 
+// Close drops the client's idle connections to the engine. Calls in
+// flight are not affected; the client stays usable.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
 // engineError is an error status from the engine, with its message.
 type engineError struct {
 	status int

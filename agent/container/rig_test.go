@@ -62,6 +62,7 @@ func engine(t testing.TB) *Client {
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
 	}
+	t.Cleanup(c.Close) // runs after the instances' Detach, registered later
 	return c
 }
 
