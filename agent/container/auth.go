@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/distribution/reference"
-	"github.com/docker/docker/api/types/registry"
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 )
 
@@ -18,17 +17,17 @@ import (
 // config.json ({"auths":{"ghcr.io":{"auth":"base64(user:token)"}}}, or
 // username/password fields instead of auth) or plain "user:token". Errors
 // never quote the secret.
-func ParseAuth(s secretstore.Secret, registryHost string) (registry.AuthConfig, error) {
+func ParseAuth(s secretstore.Secret, registryHost string) (AuthConfig, error) {
 	v := strings.TrimSpace(s.Reveal())
 	if v == "" {
-		return registry.AuthConfig{}, errors.New("registry credentials are empty")
+		return AuthConfig{}, errors.New("registry credentials are empty")
 	}
 	if !strings.HasPrefix(v, "{") {
 		user, token, ok := strings.Cut(v, ":")
 		if !ok || user == "" || token == "" {
-			return registry.AuthConfig{}, errors.New("registry credentials are neither a Docker config.json nor user:token")
+			return AuthConfig{}, errors.New("registry credentials are neither a Docker config.json nor user:token")
 		}
-		return registry.AuthConfig{Username: user, Password: token, ServerAddress: registryHost}, nil
+		return AuthConfig{Username: user, Password: token, ServerAddress: registryHost}, nil
 	}
 	var cfg struct {
 		Auths map[string]struct {
@@ -39,27 +38,27 @@ func ParseAuth(s secretstore.Secret, registryHost string) (registry.AuthConfig, 
 		} `json:"auths"`
 	}
 	if err := json.Unmarshal([]byte(v), &cfg); err != nil {
-		return registry.AuthConfig{}, errors.New("registry credentials look like JSON but do not parse as a Docker config.json")
+		return AuthConfig{}, errors.New("registry credentials look like JSON but do not parse as a Docker config.json")
 	}
 	for host, a := range cfg.Auths {
 		if normalizeHost(host) != registryHost {
 			continue
 		}
-		out := registry.AuthConfig{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken, ServerAddress: registryHost}
+		out := AuthConfig{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken, ServerAddress: registryHost}
 		if a.Auth != "" {
 			raw, err := base64.StdEncoding.DecodeString(a.Auth)
 			if err != nil {
-				return registry.AuthConfig{}, fmt.Errorf("auths[%q].auth is not base64", host)
+				return AuthConfig{}, fmt.Errorf("auths[%q].auth is not base64", host)
 			}
 			user, pass, ok := strings.Cut(string(raw), ":")
 			if !ok {
-				return registry.AuthConfig{}, fmt.Errorf("auths[%q].auth is not base64(user:token)", host)
+				return AuthConfig{}, fmt.Errorf("auths[%q].auth is not base64(user:token)", host)
 			}
 			out.Username, out.Password = user, pass
 		}
 		return out, nil
 	}
-	return registry.AuthConfig{}, fmt.Errorf("registry credentials have no entry for %s: add it under auths", registryHost)
+	return AuthConfig{}, fmt.Errorf("registry credentials have no entry for %s: add it under auths", registryHost)
 }
 
 func normalizeHost(h string) string {
@@ -85,18 +84,18 @@ func RegistryHost(image string) (string, error) {
 // through get (such as (*secretstore.Store).Get) before every pull, so rotated
 // credentials apply at the next pull.
 func SecretAuth(get func(name string) (secretstore.Secret, bool), name string) AuthFunc {
-	return func(_ context.Context, image string) (registry.AuthConfig, error) {
+	return func(_ context.Context, image string) (AuthConfig, error) {
 		s, ok := get(name)
 		if !ok {
-			return registry.AuthConfig{}, fmt.Errorf("registry credentials secret %q is missing: add the parameter %s under the host's prefix", name, name)
+			return AuthConfig{}, fmt.Errorf("registry credentials secret %q is missing: add the parameter %s under the host's prefix", name, name)
 		}
 		host, err := RegistryHost(image)
 		if err != nil {
-			return registry.AuthConfig{}, err
+			return AuthConfig{}, err
 		}
 		a, err := ParseAuth(s, host)
 		if err != nil {
-			return registry.AuthConfig{}, fmt.Errorf("secret %s: %w", name, err)
+			return AuthConfig{}, fmt.Errorf("secret %s: %w", name, err)
 		}
 		return a, nil
 	}

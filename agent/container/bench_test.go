@@ -105,7 +105,7 @@ func benchUpdate(b *testing.B, userNet bool) {
 	v1 := reg.Push(b, "test/app", "v1", containertest.AppImage(b, containertest.Variant{Version: "v1"}))
 	v2 := reg.Push(b, "test/app", "v2", containertest.AppImage(b, containertest.Variant{Version: "v2"}))
 	ln := freePort(b)
-	o := testOptions(cli, agent, b.TempDir())
+	o := testOptions(engine(b), agent, b.TempDir())
 	o.ProbeInterval = 50 * time.Millisecond
 	if testing.Verbose() {
 		o.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -8,15 +8,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-
-	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/mount"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/registry"
-	"github.com/docker/docker/api/types/volume"
-	"github.com/docker/go-connections/nat"
 )
 
 // create makes (but does not start) the unit's container for image and env,
@@ -39,7 +30,7 @@ func (d *Driver) create(ctx context.Context, image string, env []string, hash, u
 		labels[LabelUpdate] = updateID
 	}
 	grace := int(s.stopGrace().Seconds())
-	cfg := &container.Config{
+	cfg := &createRequest{
 		Image:        image,
 		Env:          env,
 		Cmd:          s.Cmd,
@@ -47,49 +38,46 @@ func (d *Driver) create(ctx context.Context, image string, env []string, hash, u
 		Labels:       labels,
 		StopSignal:   s.stopSignal(),
 		StopTimeout:  &grace,
-		ExposedPorts: nat.PortSet{},
+		ExposedPorts: map[string]struct{}{},
 	}
 	if h := s.Healthcheck; h != nil {
-		cfg.Healthcheck = &container.HealthConfig{
+		cfg.Healthcheck = &healthConfig{
 			Test: h.Test, Interval: h.Interval.Duration, Timeout: h.Timeout.Duration,
 			StartPeriod: h.StartPeriod.Duration, Retries: h.Retries,
 		}
 	}
-	host := &container.HostConfig{
-		PortBindings: nat.PortMap{},
-		NetworkMode:  container.NetworkMode(s.Network),
-		// The agent supervises; Docker must not restart behind its back.
-		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
-		LogConfig: container.LogConfig{Type: "json-file", Config: map[string]string{
-			"max-size": "10m", "max-file": "3",
-		}},
-	}
+	host := &cfg.HostConfig
+	host.PortBindings = map[string][]portBinding{}
+	host.NetworkMode = s.Network
+	// The agent supervises; Docker must not restart behind its back.
+	host.RestartPolicy.Name = "no"
+	host.LogConfig.Type = "json-file"
+	host.LogConfig.Config = map[string]string{"max-size": "10m", "max-file": "3"}
 	for _, v := range s.Volumes {
-		host.Mounts = append(host.Mounts, mount.Mount{Type: mount.TypeVolume, Source: v.Name, Target: v.Path, ReadOnly: v.ReadOnly})
+		host.Mounts = append(host.Mounts, mountSpec{Type: "volume", Source: v.Name, Target: v.Path, ReadOnly: v.ReadOnly})
 	}
 	for _, p := range s.Ports {
-		port := nat.Port(strconv.Itoa(int(p.ContainerPort)) + "/" + p.Proto)
+		port := strconv.Itoa(int(p.ContainerPort)) + "/" + p.Proto
 		cfg.ExposedPorts[port] = struct{}{}
-		host.PortBindings[port] = append(host.PortBindings[port], nat.PortBinding{HostIP: p.HostIP, HostPort: strconv.Itoa(int(p.HostPort))})
+		host.PortBindings[port] = append(host.PortBindings[port], portBinding{HostIP: p.HostIP, HostPort: strconv.Itoa(int(p.HostPort))})
 	}
-	var netCfg *network.NetworkingConfig
 	if userNetwork(s.Network) {
-		netCfg = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
-			s.Network: {Aliases: []string{s.Unit}},
-		}}
+		cfg.NetworkingConfig = &struct{ EndpointsConfig map[string]endpointSettings }{
+			EndpointsConfig: map[string]endpointSettings{s.Network: {Aliases: []string{s.Unit}}},
+		}
 	}
 	name := d.opts.NamePrefix + s.Unit + "-" + hash[:12]
-	resp, err := d.opts.Client.ContainerCreate(ctx, cfg, host, netCfg, nil, name)
-	if cerrdefs.IsConflict(err) {
+	id, warnings, err := d.opts.Client.createContainer(ctx, name, cfg)
+	if IsConflict(err) {
 		return "", fmt.Errorf("create container %s: the name is taken by a container without this agent's labels; remove or rename it: %w", name, err)
 	}
 	if err != nil {
 		return "", fmt.Errorf("create container %s: %w", name, err)
 	}
-	for _, w := range resp.Warnings {
+	for _, w := range warnings {
 		d.log.Warn("docker create warning", "container", name, "warning", w)
 	}
-	return resp.ID, nil
+	return id, nil
 }
 
 func userNetwork(n string) bool {
@@ -102,17 +90,14 @@ func userNetwork(n string) bool {
 
 func (d *Driver) ensureVolumes(ctx context.Context) error {
 	for _, v := range d.spec.Volumes {
-		_, err := d.opts.Client.VolumeInspect(ctx, v.Name)
+		err := d.opts.Client.volumeExists(ctx, v.Name)
 		if err == nil {
 			continue
 		}
-		if !cerrdefs.IsNotFound(err) {
+		if !IsNotFound(err) {
 			return fmt.Errorf("inspect volume %s: %w", v.Name, err)
 		}
-		_, err = d.opts.Client.VolumeCreate(ctx, volume.CreateOptions{
-			Name:   v.Name,
-			Labels: map[string]string{LabelUnit: d.spec.Unit, LabelAgent: d.opts.Agent},
-		})
+		err = d.opts.Client.createVolume(ctx, v.Name, map[string]string{LabelUnit: d.spec.Unit, LabelAgent: d.opts.Agent})
 		if err != nil {
 			return fmt.Errorf("create volume %s: %w", v.Name, err)
 		}
@@ -126,18 +111,15 @@ func (d *Driver) ensureNetwork(ctx context.Context) error {
 	if !userNetwork(n) {
 		return nil
 	}
-	_, err := d.opts.Client.NetworkInspect(ctx, n, network.InspectOptions{})
+	err := d.opts.Client.networkExists(ctx, n)
 	if err == nil {
 		return nil
 	}
-	if !cerrdefs.IsNotFound(err) {
+	if !IsNotFound(err) {
 		return fmt.Errorf("inspect network %s: %w", n, err)
 	}
-	_, err = d.opts.Client.NetworkCreate(ctx, n, network.CreateOptions{
-		Driver: "bridge",
-		Labels: map[string]string{LabelAgent: d.opts.Agent},
-	})
-	if err != nil && !cerrdefs.IsConflict(err) {
+	err = d.opts.Client.createNetwork(ctx, n, map[string]string{LabelAgent: d.opts.Agent})
+	if err != nil && !IsConflict(err) {
 		return fmt.Errorf("create network %s: %w", n, err)
 	}
 	return nil
@@ -145,12 +127,12 @@ func (d *Driver) ensureNetwork(ctx context.Context) error {
 
 // ensureImage pulls image unless the engine has it, reporting progress.
 func (d *Driver) ensureImage(ctx context.Context, ref string) error {
-	if _, err := d.opts.Client.ImageInspect(ctx, ref); err == nil {
+	if err := d.opts.Client.imageExists(ctx, ref); err == nil {
 		return nil
-	} else if !cerrdefs.IsNotFound(err) {
+	} else if !IsNotFound(err) {
 		return fmt.Errorf("inspect image %s: %w", ref, err)
 	}
-	var auth registry.AuthConfig
+	var auth AuthConfig
 	if d.opts.Auth != nil {
 		a, err := d.opts.Auth(ctx, ref)
 		if err != nil {
@@ -158,16 +140,8 @@ func (d *Driver) ensureImage(ctx context.Context, ref string) error {
 		}
 		auth = a
 	}
-	opts := image.PullOptions{}
-	if auth != (registry.AuthConfig{}) {
-		enc, err := registry.EncodeAuthConfig(auth)
-		if err != nil {
-			return fmt.Errorf("encode registry credentials: %w", err)
-		}
-		opts.RegistryAuth = enc
-	}
 	d.log.Info("pulling image", "image", ref)
-	rc, err := d.opts.Client.ImagePull(ctx, ref, opts)
+	rc, err := d.opts.Client.pullImage(ctx, ref, auth)
 	if err != nil {
 		return fmt.Errorf("pull %s: %w", ref, err)
 	}
@@ -175,7 +149,7 @@ func (d *Driver) ensureImage(ctx context.Context, ref string) error {
 	if err := d.readPull(rc); err != nil {
 		return fmt.Errorf("pull %s: %w", ref, err)
 	}
-	if _, err := d.opts.Client.ImageInspect(ctx, ref); err != nil {
+	if err := d.opts.Client.imageExists(ctx, ref); err != nil {
 		return fmt.Errorf("pull %s: image missing after pull: %w", ref, err)
 	}
 	return nil

@@ -15,7 +15,6 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/registry"
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/container/containertest"
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
@@ -224,10 +223,10 @@ func TestPrivateRegistryCredentials(t *testing.T) {
 	}
 	cred := secretstore.New("bot:tok3n")
 	d := r.driver(r.apps.V1, func(o *Options) {
-		o.Auth = func(_ context.Context, image string) (registry.AuthConfig, error) {
+		o.Auth = func(_ context.Context, image string) (AuthConfig, error) {
 			host, err := RegistryHost(image)
 			if err != nil {
-				return registry.AuthConfig{}, err
+				return AuthConfig{}, err
 			}
 			return ParseAuth(cred, host)
 		}

@@ -9,23 +9,18 @@ import (
 	"sync"
 	"time"
 
-	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/registry"
-	"github.com/docker/docker/client"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
 // AuthFunc returns the credentials for pulling image; a zero AuthConfig
 // means anonymous. It is called before every pull, so rotated credentials
 // are picked up.
-type AuthFunc func(ctx context.Context, image string) (registry.AuthConfig, error)
+type AuthFunc func(ctx context.Context, image string) (AuthConfig, error)
 
 // Options configure a Driver.
 type Options struct {
 	// Client talks to the engine; make it with NewClient.
-	Client *client.Client
+	Client *Client
 	// Agent identifies this agent installation (stable across restarts); it
 	// scopes which containers the driver adopts. Required.
 	Agent string
@@ -41,16 +36,6 @@ type Options struct {
 	// (default 250 ms).
 	ProbeInterval time.Duration
 	Log           *slog.Logger
-}
-
-// NewClient connects to the local engine (DOCKER_HOST or the default
-// socket), negotiating the API version so old engines (20.10) work.
-func NewClient() (*client.Client, error) {
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		return nil, fmt.Errorf("docker client: %w", err)
-	}
-	return cli, nil
 }
 
 // Driver runs one container unit. It implements supervisor.Driver and
@@ -163,7 +148,7 @@ func (d *Driver) ensure(ctx context.Context, image string, env []string) (*Insta
 	if err != nil {
 		return nil, err
 	}
-	var keep *container.Summary
+	var keep *containerSummary
 	for i := range cs {
 		c := &cs[i]
 		if c.Labels[LabelSpecHash] == hash && (keep == nil || (c.State == "running" && keep.State != "running")) {
@@ -189,7 +174,7 @@ func (d *Driver) ensure(ctx context.Context, image string, env []string) (*Insta
 		d.log.Info("adopted running container", "container", short(id), "image", image)
 		return watch(d.opts.Client, id, image), nil
 	}
-	if err := d.opts.Client.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+	if err := d.opts.Client.startContainer(ctx, id); err != nil {
 		return nil, fmt.Errorf("start container %s of unit %s: %w", short(id), d.spec.Unit, err)
 	}
 	d.log.Info("container started", "container", short(id), "image", image)
@@ -197,12 +182,8 @@ func (d *Driver) ensure(ctx context.Context, image string, env []string) (*Insta
 }
 
 // list returns every container of this unit and agent, running or not.
-func (d *Driver) list(ctx context.Context) ([]container.Summary, error) {
-	f := filters.NewArgs(
-		filters.Arg("label", LabelUnit+"="+d.spec.Unit),
-		filters.Arg("label", LabelAgent+"="+d.opts.Agent),
-	)
-	cs, err := d.opts.Client.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+func (d *Driver) list(ctx context.Context) ([]containerSummary, error) {
+	cs, err := d.opts.Client.listContainers(ctx, LabelUnit+"="+d.spec.Unit, LabelAgent+"="+d.opts.Agent)
 	if err != nil {
 		return nil, fmt.Errorf("list containers of unit %s: %w", d.spec.Unit, err)
 	}
@@ -216,8 +197,8 @@ func (d *Driver) remove(ctx context.Context, id string, stop bool) error {
 			return err
 		}
 	}
-	err := d.opts.Client.ContainerRemove(ctx, id, container.RemoveOptions{RemoveVolumes: false, Force: true})
-	if err != nil && !cerrdefs.IsNotFound(err) && !cerrdefs.IsConflict(err) {
+	err := d.opts.Client.removeContainer(ctx, id)
+	if err != nil && !IsNotFound(err) && !IsConflict(err) {
 		return fmt.Errorf("remove container %s: %w", short(id), err)
 	}
 	return nil
@@ -226,8 +207,8 @@ func (d *Driver) remove(ctx context.Context, id string, stop bool) error {
 // stop stops a container within the unit's grace, keeping it.
 func (d *Driver) stop(ctx context.Context, id string) error {
 	secs := int(d.spec.stopGrace().Round(time.Second) / time.Second)
-	err := d.opts.Client.ContainerStop(ctx, id, container.StopOptions{Timeout: &secs})
-	if err != nil && !cerrdefs.IsNotFound(err) {
+	err := d.opts.Client.stopContainer(ctx, id, secs)
+	if err != nil && !IsNotFound(err) {
 		return fmt.Errorf("stop container %s: %w", short(id), err)
 	}
 	return nil

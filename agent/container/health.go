@@ -26,7 +26,7 @@ func (p healthProber) Ready(ctx context.Context) (bool, string, error) {
 	if id == "" {
 		return false, "no container yet", nil
 	}
-	c, err := p.d.opts.Client.ContainerInspect(ctx, id)
+	c, err := p.d.opts.Client.inspectContainer(ctx, id)
 	if err != nil {
 		return false, "inspect failed", fmt.Errorf("inspect container %s: %w", short(id), err)
 	}

@@ -8,16 +8,13 @@ import (
 	"sync"
 	"time"
 
-	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/client"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
 // Instance is one running container, watched until it exits. It implements
 // supervisor.Instance.
 type Instance struct {
-	cli   *client.Client
+	cli   *Client
 	id    string
 	image string
 
@@ -31,7 +28,7 @@ type Instance struct {
 var _ supervisor.Instance = (*Instance)(nil)
 
 // watch starts watching container id, which must be running.
-func watch(cli *client.Client, id, image string) *Instance {
+func watch(cli *Client, id, image string) *Instance {
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &Instance{cli: cli, id: id, image: image, done: make(chan struct{}), cancel: cancel, detached: make(chan struct{})}
 	in.wg.Add(1)
@@ -48,9 +45,9 @@ func watch(cli *client.Client, id, image string) *Instance {
 func (in *Instance) wait(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for {
-		resC, errC := in.cli.ContainerWait(ctx, in.id, container.WaitConditionNotRunning)
-		select {
-		case r := <-resC:
+		r, err := in.cli.waitContainer(ctx, in.id)
+		switch {
+		case err == nil:
 			in.exit = supervisor.ExitStatus{Code: int(r.StatusCode)}
 			if r.Error != nil && r.Error.Message != "" {
 				in.exit.Err = errors.New(r.Error.Message)
@@ -58,15 +55,12 @@ func (in *Instance) wait(ctx context.Context) {
 			in.addOOM()
 			close(in.done)
 			return
-		case err := <-errC:
-			if ctx.Err() != nil {
-				return
-			}
-			if cerrdefs.IsNotFound(err) {
-				in.exit = supervisor.ExitStatus{Code: -1, Err: fmt.Errorf("container %s vanished", short(in.id))}
-				close(in.done)
-				return
-			}
+		case ctx.Err() != nil:
+			return
+		case IsNotFound(err):
+			in.exit = supervisor.ExitStatus{Code: -1, Err: fmt.Errorf("container %s vanished", short(in.id))}
+			close(in.done)
+			return
 		}
 		t := time.NewTimer(backoff)
 		select {
@@ -82,7 +76,7 @@ func (in *Instance) wait(ctx context.Context) {
 func (in *Instance) addOOM() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := in.cli.ContainerInspect(ctx, in.id)
+	st, err := in.cli.inspectContainer(ctx, in.id)
 	if err == nil && st.State != nil && st.State.OOMKilled && in.exit.Err == nil {
 		in.exit.Err = fmt.Errorf("killed for lack of memory (exit code %d)", in.exit.Code)
 	}
@@ -110,8 +104,8 @@ func (in *Instance) Exit() supervisor.ExitStatus { return in.exit }
 // after grace, and returns once it has stopped. The container is kept.
 func (in *Instance) Stop(ctx context.Context, grace time.Duration) error {
 	secs := int(math.Ceil(grace.Seconds()))
-	err := in.cli.ContainerStop(ctx, in.id, container.StopOptions{Timeout: &secs})
-	if err != nil && !cerrdefs.IsNotFound(err) {
+	err := in.cli.stopContainer(ctx, in.id, secs)
+	if err != nil && !IsNotFound(err) {
 		return fmt.Errorf("stop container %s: %w", short(in.id), err)
 	}
 	select {

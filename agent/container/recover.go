@@ -3,9 +3,6 @@ package container
 import (
 	"context"
 	"fmt"
-
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
 )
 
 // Recover settles an update that an earlier agent left unfinished: one that
@@ -62,12 +59,7 @@ func (d *Driver) recoverLocked(ctx context.Context) error {
 // journalled ID and by the update label, in case the agent died between
 // creating the container and journalling its ID.
 func (d *Driver) removeUpdateContainers(ctx context.Context, j *journal) error {
-	f := filters.NewArgs(
-		filters.Arg("label", LabelUnit+"="+d.spec.Unit),
-		filters.Arg("label", LabelAgent+"="+d.opts.Agent),
-		filters.Arg("label", LabelUpdate+"="+j.ID),
-	)
-	cs, err := d.opts.Client.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	cs, err := d.opts.Client.listContainers(ctx, LabelUnit+"="+d.spec.Unit, LabelAgent+"="+d.opts.Agent, LabelUpdate+"="+j.ID)
 	if err != nil {
 		return fmt.Errorf("list containers of update %s: %w", j.ID, err)
 	}

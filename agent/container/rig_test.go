@@ -34,7 +34,8 @@ func TestMain(m *testing.M) {
 // cleans up) everything the test creates.
 type rig struct {
 	t     *testing.T
-	cli   *client.Client
+	cli   *client.Client // the official client checks what the driver's did
+	eng   *Client        // the driver's client
 	reg   *containertest.Registry
 	apps  containertest.Apps
 	agent string
@@ -46,12 +47,23 @@ type rig struct {
 func newRig(t *testing.T, opts ...containertest.RegistryOption) *rig {
 	t.Helper()
 	cli := containertest.Docker(t)
-	r := &rig{t: t, cli: cli, reg: containertest.NewRegistry(t, opts...), agent: containertest.RunID(),
+	r := &rig{t: t, cli: cli, eng: engine(t), reg: containertest.NewRegistry(t, opts...), agent: containertest.RunID(),
 		state: t.TempDir(), port: freePort(t),
 		http: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
 	containertest.CleanupLabel(t, cli, LabelAgent, r.agent, r.reg.Host)
 	r.apps = r.reg.PushApps(t)
 	return r
+}
+
+// engine returns the driver's client for the local engine.
+func engine(t testing.TB) *Client {
+	t.Helper()
+	c, err := NewClient()
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	t.Cleanup(c.Close) // runs after the instances' Detach, registered later
+	return c
 }
 
 func freePort(t testing.TB) int {
@@ -81,12 +93,12 @@ func testSpec(agent string, port int, image string) Spec {
 }
 
 func (r *rig) options() Options {
-	o := testOptions(r.cli, r.agent, r.state)
+	o := testOptions(r.eng, r.agent, r.state)
 	o.Log = slog.New(slog.NewTextHandler(r.t.Output(), nil))
 	return o
 }
 
-func testOptions(cli *client.Client, agent, state string) Options {
+func testOptions(cli *Client, agent, state string) Options {
 	return Options{Client: cli, Agent: agent, StateDir: state, NamePrefix: agent + "-",
 		UpdateWindow: testenv.Short, ProbeInterval: 50 * time.Millisecond}
 }

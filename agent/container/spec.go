@@ -1,6 +1,7 @@
 // Package container runs the agent's container units on the local Docker
-// engine (official client, API version negotiated) and updates their images
-// with a health-gated, crash-safe rollout.
+// engine (through its own small Engine API client, docker.go, API version
+// negotiated) and updates their images with a health-gated, crash-safe
+// rollout.
 //
 // Containers carry labels naming the unit, the agent instance and a hash of
 // their spec (image, env, volumes, ports, network, command, user,

@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/image"
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
@@ -112,7 +110,7 @@ func (d *Driver) Update(ctx context.Context, old supervisor.Instance, desired st
 	if err := d.step(j, stepStartingNew); err != nil {
 		return d.rollback(ctx, j, nil, err.Error(), false)
 	}
-	if err := d.opts.Client.ContainerStart(ctx, j.NewID, container.StartOptions{}); err != nil {
+	if err := d.opts.Client.startContainer(ctx, j.NewID); err != nil {
 		return d.rollback(ctx, j, nil, fmt.Sprintf("start container %s: %v", short(j.NewID), err), false)
 	}
 	newIn := watch(d.opts.Client, j.NewID, j.To)
@@ -179,7 +177,7 @@ func (d *Driver) containerID(ctx context.Context, in supervisor.Instance) (strin
 	if ci, ok := in.(*Instance); ok {
 		return ci.ContainerID(), nil
 	}
-	c, err := d.opts.Client.ContainerInspect(ctx, in.ID())
+	c, err := d.opts.Client.inspectContainer(ctx, in.ID())
 	if err != nil {
 		return "", fmt.Errorf("inspect container %s: %w", in.ID(), err)
 	}
@@ -279,7 +277,7 @@ func (d *Driver) rollback(ctx context.Context, j *journal, newIn *Instance, reas
 		newIn.Detach()
 	}
 	if rerr == nil {
-		rerr = d.opts.Client.ContainerStart(rctx, j.OldID, container.StartOptions{})
+		rerr = d.opts.Client.startContainer(rctx, j.OldID)
 	}
 	d.mu.Lock()
 	st := d.st
@@ -317,7 +315,7 @@ func (d *Driver) commit(ctx context.Context, j *journal) error {
 	}
 	d.setPhase(PhaseCommitted, j.From, j.To, "")
 	if drop != "" && drop != j.To && drop != j.From && drop != d.spec.Image {
-		if _, ierr := d.opts.Client.ImageRemove(ctx, drop, image.RemoveOptions{PruneChildren: true}); ierr != nil {
+		if ierr := d.opts.Client.removeImage(ctx, drop); ierr != nil {
 			d.log.Info("old image kept", "image", drop, "err", ierr)
 		}
 	}

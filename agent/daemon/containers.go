@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/docker/docker/client"
-
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/container"
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
@@ -26,12 +24,12 @@ type docker struct {
 	store *secretstore.Store
 
 	once   sync.Once
-	cli    *client.Client
+	cli    *container.Client
 	cliErr error
 	agent  string
 }
 
-func (c *docker) client() (*client.Client, error) {
+func (c *docker) client() (*container.Client, error) {
 	c.once.Do(func() {
 		c.cli, c.cliErr = container.NewClient()
 		if c.cliErr == nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
@@ -20,8 +21,13 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
-// SSMOptions configure an SSM Parameter Store source. Only Prefix is required;
-// everything else comes from the SDK's default chain (the instance role on EC2).
+// SSMOptions configure an SSM Parameter Store source. Only Prefix is required.
+// The region and credentials come from a short chain of our own, not the
+// SDK's config package (whose shared-config, SSO, STS and process providers
+// a host never uses cost the agent about 1 MiB; README "Performance"):
+// Region, else AWS_REGION or AWS_DEFAULT_REGION; Credentials, else
+// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY(/AWS_SESSION_TOKEN), else the
+// instance role over IMDSv2.
 type SSMOptions struct {
 	// Prefix is the host's parameter path, e.g. /molecule/prod/tenants/acme.
 	Prefix string
@@ -56,8 +62,7 @@ type SSM struct {
 
 var _ Source = (*SSM)(nil)
 
-// NewSSM builds an SSM source. It checks the options and loads the SDK
-// configuration but makes no request.
+// NewSSM builds an SSM source. It checks the options and makes no request.
 func NewSSM(ctx context.Context, o SSMOptions) (*SSM, error) {
 	prefix, err := cleanPrefix(o.Prefix)
 	if err != nil {
@@ -70,38 +75,26 @@ func NewSSM(ctx context.Context, o SSMOptions) (*SSM, error) {
 	if backoff <= 0 {
 		backoff = 20 * time.Second
 	}
-	opts := []func(*config.LoadOptions) error{
-		config.WithRetryer(func() aws.Retryer {
+	cfg := aws.Config{
+		Region:      o.Region,
+		Credentials: o.Credentials,
+		Retryer: func() aws.Retryer {
 			return retry.NewStandard(func(so *retry.StandardOptions) {
 				so.MaxAttempts, so.MaxBackoff = attempts, backoff
 				so.RateLimiter = ratelimit.None // keep the cause; our own loop paces refreshes
 			})
-		}),
+		},
 	}
-	if o.Region != "" {
-		opts = append(opts, config.WithRegion(o.Region))
+	if cfg.Region == "" {
+		cfg.Region = envRegion()
 	}
-	if o.Credentials != nil {
-		opts = append(opts, config.WithCredentialsProvider(o.Credentials))
-	} else {
-		opts = append(opts, config.WithEC2RoleCredentialOptions(func(ro *ec2rolecreds.Options) {
-			io := imds.Options{Endpoint: o.IMDSEndpoint, EnableFallback: aws.FalseTernary}
-			if o.HTTPClient != nil {
-				io.HTTPClient = o.HTTPClient
-			}
-			ro.Client = imds.New(io)
-		}))
-	}
-	cfg, err := config.LoadDefaultConfig(ctx, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("load aws config: %w", err)
+	if cfg.Credentials == nil {
+		cfg.Credentials = defaultCredentials(o)
 	}
 	if cfg.Region == "" {
 		return nil, errors.New("aws region is unknown: set secrets.region or AWS_REGION")
 	}
-	if cfg.Credentials != nil {
-		cfg.Credentials = markCredentialErrors{cfg.Credentials}
-	}
+	cfg.Credentials = markCredentialErrors{cfg.Credentials}
 	client := ssm.NewFromConfig(cfg, func(so *ssm.Options) {
 		if o.Endpoint != "" {
 			so.BaseEndpoint = aws.String(o.Endpoint)
@@ -111,6 +104,34 @@ func NewSSM(ctx context.Context, o SSMOptions) (*SSM, error) {
 		}
 	})
 	return &SSM{prefix: prefix, api: client}, nil
+}
+
+// envRegion is the region from the environment, as the SDK reads it.
+func envRegion() string {
+	if r := os.Getenv("AWS_REGION"); r != "" {
+		return r
+	}
+	return os.Getenv("AWS_DEFAULT_REGION")
+}
+
+// defaultCredentials are static keys from the environment when both are
+// set, else the instance role's, read over IMDSv2 only (never IMDSv1) and
+// cached until shortly before they expire.
+func defaultCredentials(o SSMOptions) aws.CredentialsProvider {
+	id, secret := os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
+	if id != "" && secret != "" {
+		return credentials.NewStaticCredentialsProvider(id, secret, os.Getenv("AWS_SESSION_TOKEN"))
+	}
+	io := imds.Options{Endpoint: o.IMDSEndpoint, EnableFallback: aws.FalseTernary}
+	if strings.EqualFold(os.Getenv("AWS_EC2_METADATA_DISABLED"), "true") {
+		io.ClientEnableState = imds.ClientDisabled
+	}
+	if o.HTTPClient != nil {
+		io.HTTPClient = o.HTTPClient
+	}
+	return aws.NewCredentialsCache(ec2rolecreds.New(func(ro *ec2rolecreds.Options) {
+		ro.Client = imds.New(io)
+	}))
 }
 
 // cleanPrefix checks an SSM path and drops a trailing slash.

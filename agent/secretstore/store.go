@@ -156,6 +156,11 @@ func (s *Store) Refresh(ctx context.Context) ([]string, error) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err != nil && ctx.Err() != nil {
+		// Abandoned by the caller (shutdown), not failed: the status keeps
+		// what the last real attempt found.
+		return nil, err
+	}
 	s.lastAttempt = now
 	if err != nil {
 		s.lastErr = err

@@ -250,9 +250,16 @@ func TestReplaceSwapsWithoutCountingACrash(t *testing.T) {
 	s := startSup(t, sp)
 	before := waitFor(t, s, "r", "ready", func(st UnitStatus) bool { return st.Ready })
 	err := s.Replace(context.Background(), "r", func(ctx context.Context, old Instance) (Instance, error) {
+		// While the old instance serves (an image pull) the unit stays
+		// ready; once it is stopped the unit is not ready until the new one
+		// proves it, so status never claims a port that answers nothing.
+		if st := unitStatus(s, "r"); !st.Ready {
+			t.Errorf("status before the old instance stopped = %+v, want ready", st)
+		}
 		if err := old.Stop(ctx, time.Second); err != nil {
 			return nil, err
 		}
+		waitFor(t, s, "r", "not ready once the old instance stopped", func(st UnitStatus) bool { return !st.Ready })
 		return sp.Driver.Start(ctx, helperEnv("sleep-exit"))
 	})
 	if err != nil {

@@ -224,15 +224,32 @@ func (u *unit) runOnce(ctx context.Context) (*restart.Exit, time.Time, bool) {
 
 func (u *unit) replace(ctx context.Context, old Instance, req replaceReq) Instance {
 	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var watch sync.WaitGroup
+	watch.Add(1)
 	go func() {
-		select {
-		case <-u.stopCh:
-			cancel()
-		case <-rctx.Done():
+		defer watch.Done()
+		oldDone := old.Done()
+		for {
+			select {
+			case <-u.stopCh:
+				cancel()
+				return
+			case <-oldDone:
+				// The replacement stopped the old instance: nothing serves
+				// until the new one (or the old one again) proves ready, so
+				// the unit is not reported ready meanwhile.
+				oldDone = nil
+				u.update(func(s *UnitStatus) {
+					s.State, s.Ready, s.ReadySince = Starting, false, nil
+				})
+			case <-rctx.Done():
+				return
+			}
 		}
 	}()
 	inst, err := req.fn(rctx, old)
+	cancel()
+	watch.Wait()
 	if inst == nil {
 		inst = old
 	}

@@ -26,9 +26,12 @@ func main() {
 	cloudflared := flag.String("cloudflared", "bin/cloudflared", "cloudflared binary (empty: skip its measurement)")
 	kills := flag.Int("kills", 20, "crash/restart samples")
 	inNetns := flag.Bool("in-netns", false, "internal: run the cloudflared measurement (inside an empty network namespace)")
+	sizesOf := flag.String("sizes", "", "print the symbol bytes per module of this binary (built without -s) and exit")
 	flag.Parse()
 	var err error
 	switch {
+	case *sizesOf != "":
+		err = sizes(*sizesOf, 25)
 	case *inNetns:
 		err = benchCloudflared(*agent, *cloudflared, *kills)
 	default:

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,9 +59,17 @@ units:
     args: ["100000"]
     env: {TUNNEL_TOKEN: "secret:tunnel-token"}
 `, dir, prefix, ssmtest.Region, ssm.URL, cp.url, units)
-	a := runAgent(b, dir, writeConfig(b, dir, cfg), []string{"PATH=/usr/bin:/bin",
+	env := []string{"PATH=/usr/bin:/bin",
 		"AWS_ACCESS_KEY_ID=" + ssmtest.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + ssmtest.SecretAccessKey,
-		"AWS_EC2_METADATA_DISABLED=true"})
+		"AWS_EC2_METADATA_DISABLED=true"}
+	// The runtime's knobs and the profile directory reach the agent, so
+	// GC settings can be measured (README "Performance").
+	for _, k := range []string{"GOGC", "GOMEMLIMIT", "GODEBUG", "MOLECULE_AGENT_PROFILE_DIR"} {
+		if v := os.Getenv(k); v != "" {
+			env = append(env, k+"="+v)
+		}
+	}
+	a := runAgent(b, dir, writeConfig(b, dir, cfg), env)
 	a.waitFor(b, "all ready and registered", func(r *status.Report) bool {
 		for _, u := range r.Units {
 			if !u.Ready {
@@ -73,5 +82,19 @@ units:
 	b.ReportMetric(float64(rssKiB(b, a.cmd.Process.Pid))/1024, "MiB-rss")
 	if sm, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", a.cmd.Process.Pid)); err == nil {
 		b.Logf("smaps_rollup (file pages are the binary's code and data):\n%s", sm)
+	}
+	if dir := os.Getenv("MOLECULE_AGENT_PROFILE_DIR"); dir != "" {
+		// An agent built with GOFLAGS=-tags=pprof writes its heap profile
+		// and runtime/metrics there on SIGUSR2 (README "Performance").
+		if err := a.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+			b.Fatal(err)
+		}
+		deadline := time.Now().Add(testenv.Short)
+		for time.Now().Before(deadline) {
+			if _, err := os.Stat(filepath.Join(dir, "metrics.txt")); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond) // polling for a file another process writes
+		}
 	}
 }
