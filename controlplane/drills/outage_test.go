@@ -191,7 +191,7 @@ func controlPlaneDown(t *testing.T, sc outageScale, maxBackoff time.Duration, cp
 	c.kill()
 	time.Sleep(outage) // the outage itself
 	c.start()
-	up := time.Now().Add(-50 * time.Millisecond)                // it answered healthz within one poll
+	up := time.Now().Add(-50 * time.Millisecond)                    // it answered healthz within one poll
 	time.Sleep(2*window + max(retry.Loop.Max, interval) + interval) // past the restart window: a wrong offline would show
 
 	first := rec.count(up, up.Add(interval))
