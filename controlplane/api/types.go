@@ -258,3 +258,24 @@ const (
 	EventOffline     = "offline"
 	EventDeprovision = "removed"
 )
+
+// FeedEvent is an event as the feed (GET /v1/events) serves it and
+// webhooks receive it.
+type FeedEvent struct {
+	ID     int64     `json:"id"`
+	Kind   string    `json:"kind"`
+	HostID string    `json:"host_id,omitempty"`
+	Detail string    `json:"detail,omitempty"`
+	At     time.Time `json:"at"`
+	// TunnelID is set on a deprovision event: the Cloudflare tunnel (and
+	// its DNS record) the provisioner must delete.
+	TunnelID string `json:"tunnel_id,omitempty"`
+}
+
+// EventPage is the reply to GET /v1/events?since=&limit=.
+type EventPage struct {
+	Events []FeedEvent `json:"events"`
+	// Next is the since to ask for the following page (the last ID
+	// returned, or the since given when there was nothing new).
+	Next int64 `json:"next"`
+}
