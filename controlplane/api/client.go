@@ -24,7 +24,8 @@ import (
 
 // Retry policy
 //
-// The client retries with full-jitter exponential backoff and honours
+// The client retries with the backoff of controlplane/api/backoff, its
+// defaults AgentRetry (retry.go), and honours
 // Retry-After on 429 and 503. What it retries depends on whether the call is
 // idempotent:
 //
@@ -34,7 +35,8 @@ import (
 //     heartbeat overwrites the host's live state, and a repeated register for
 //     the same instance and boot returns the same host ID with a fresh token
 //     (the token of a lost reply is never used, so rotating it is harmless).
-//   - Non-idempotent calls (creating an enrollment token) are retried only
+//   - Non-idempotent calls (creating an enrollment token, starting a
+//     rollout) carry no idempotency key, so they are retried only
 //     when the request cannot have been acted on: the connection was never
 //     made (dial error), or the server refused it with 429/503 before doing
 //     anything.

@@ -121,6 +121,11 @@ type UpdateStatus struct {
 }
 
 // HeartbeatRequest is the body of POST /v1/hosts/{id}/heartbeat.
+//
+// Agents and control planes one version apart interoperate: a field added
+// here is optional (omitempty, its zero value meaning "not reported"), so
+// the previous agent's bodies stay valid; controlplane/server's
+// compat_test.go posts them as literals.
 type HeartbeatRequest struct {
 	AgentVersion    string         `json:"agent_version"`
 	BootID          string         `json:"boot_id"`
