@@ -12,6 +12,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/backoff"
 )
 
 // Instance is one running container, watched until it exits. It implements
@@ -46,8 +47,8 @@ func watch(cli *client.Client, id, image string) *Instance {
 // (Detach). A dropped engine connection is retried; a vanished container is
 // an exit with an error.
 func (in *Instance) wait(ctx context.Context) {
-	backoff := 100 * time.Millisecond
-	for {
+	retry := backoff.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	for attempt := 1; ; attempt++ {
 		resC, errC := in.cli.ContainerWait(ctx, in.id, container.WaitConditionNotRunning)
 		select {
 		case r := <-resC:
@@ -68,14 +69,9 @@ func (in *Instance) wait(ctx context.Context) {
 				return
 			}
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Wait(ctx, retry.Delay(attempt, 0)) {
 			return
-		case <-t.C:
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
