@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/distribution/reference"
+
+	"github.com/molecule-ai/molecule-agent/controlplane/api"
 )
 
 // Update policies of a container unit.
@@ -190,16 +192,10 @@ func parsePortNumber(s string) (uint16, error) {
 	return uint16(n), nil
 }
 
-// IsDigestPinned reports whether image is a valid reference pinned by a
-// sha256 digest ("repo@sha256:<64 hex>").
-func IsDigestPinned(image string) bool {
-	ref, err := reference.ParseNormalizedNamed(image)
-	if err != nil {
-		return false
-	}
-	d, ok := ref.(reference.Digested)
-	return ok && d.Digest().Algorithm() == "sha256" && d.Digest().Validate() == nil
-}
+// IsDigestPinned reports whether image is pinned by a sha256 digest
+// ("repo@sha256:<64 hex>"): api.IsDigestPinned, the one digest-pin rule the
+// control plane applies too.
+func IsDigestPinned(image string) bool { return api.IsDigestPinned(image) }
 
 func (c *Container) validate(p string) error {
 	switch c.OnAgentExit {

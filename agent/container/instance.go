@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/backoff"
 )
 
 // Instance is one running container, watched until it exits. It implements
@@ -43,8 +44,8 @@ func watch(cli *Client, id, image string) *Instance {
 // (Detach). A dropped engine connection is retried; a vanished container is
 // an exit with an error.
 func (in *Instance) wait(ctx context.Context) {
-	backoff := 100 * time.Millisecond
-	for {
+	retry := backoff.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	for attempt := 1; ; attempt++ {
 		r, err := in.cli.waitContainer(ctx, in.id)
 		switch {
 		case err == nil:
@@ -62,14 +63,9 @@ func (in *Instance) wait(ctx context.Context) {
 			close(in.done)
 			return
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Wait(ctx, retry.Delay(attempt, 0)) {
 			return
-		case <-t.C:
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

@@ -1,8 +1,11 @@
 package heartbeat
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/molecule-ai/molecule-agent/controlplane/api"
 )
 
 func TestBackoffCappedAtTheInterval(t *testing.T) {
@@ -16,13 +19,26 @@ func TestBackoffCappedAtTheInterval(t *testing.T) {
 		{100 * time.Millisecond, time.Second}, // never below the minimum
 	}
 	for _, tt := range tests {
-		if got := l.maxBackoff(tt.interval); got != tt.want {
-			t.Errorf("maxBackoff(%v) = %v, want %v", tt.interval, got, tt.want)
+		if got := l.backoff(tt.interval).Max; got != tt.want {
+			t.Errorf("backoff(%v).Max = %v, want %v", tt.interval, got, tt.want)
 		}
 	}
 	for failures := 1; failures < 20; failures++ {
-		if d := Backoff(time.Second, l.maxBackoff(10*time.Second), failures, 0); d > 10*time.Second {
+		if d := l.backoff(10*time.Second).Delay(failures, 0); d > 10*time.Second {
 			t.Fatalf("failure %d: backoff %v beyond the 10 s interval", failures, d)
 		}
+	}
+}
+
+// TestDefaultsAreTheAgentRetryPolicy: the loop's defaults are
+// api.AgentRetry's, the policy the simulator and the drills measure.
+func TestDefaultsAreTheAgentRetryPolicy(t *testing.T) {
+	l, err := New(Config{Client: &api.Client{}, StateDir: t.TempDir(), Proof: func(context.Context) (api.Proof, error) { return api.Proof{}, nil },
+		Snapshot: func() api.HeartbeatRequest { return api.HeartbeatRequest{} }, Register: api.RegisterRequest{BootID: "b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.backoff(0); got != api.AgentRetry.Loop {
+		t.Errorf("default backoff %+v, want api.AgentRetry.Loop %+v", got, api.AgentRetry.Loop)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/backoff"
 )
 
 // Config configures the loop. Client, StateDir, Proof, Snapshot and
@@ -48,7 +49,7 @@ type Config struct {
 	OnStatus func(Status)
 	Logger   *slog.Logger
 	// MinBackoff and MaxBackoff bound the retry delay while the control
-	// plane is unreachable (defaults 1s and 1m).
+	// plane is unreachable (defaults: api.AgentRetry.Loop, 1s and 1m).
 	MinBackoff, MaxBackoff time.Duration
 }
 
@@ -90,10 +91,10 @@ func New(cfg Config) (*Loop, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.MinBackoff <= 0 {
-		cfg.MinBackoff = time.Second
+		cfg.MinBackoff = api.AgentRetry.Loop.Min
 	}
 	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = time.Minute
+		cfg.MaxBackoff = api.AgentRetry.Loop.Max
 	}
 	return &Loop{cfg: cfg, log: cfg.Logger}, nil
 }
@@ -115,31 +116,12 @@ func (l *Loop) update(fn func(*Status)) {
 	}
 }
 
-// Backoff returns the delay before retry number failures (1-based): full
-// jitter over an exponential ceiling from lo, capped at hi, and never less
-// than the server's Retry-After.
-func Backoff(lo, hi time.Duration, failures int, retryAfter time.Duration) time.Duration {
-	ceil := hi
-	if failures < 30 && lo<<failures > 0 && lo<<failures < hi {
-		ceil = lo << failures
-	}
-	d := lo/2 + rand.N(ceil-lo/2+1)
-	return max(d, retryAfter)
-}
-
-// maxBackoff caps retries at the heartbeat interval once the server has
-// given one: a host that retried less often than it beats would be judged
-// offline after a control-plane outage longer than its offline window.
-func (l *Loop) maxBackoff(interval time.Duration) time.Duration {
-	if interval > 0 && interval < l.cfg.MaxBackoff {
-		return max(interval, l.cfg.MinBackoff)
-	}
-	return l.cfg.MaxBackoff
-}
-
-// jitter spreads interval by ±10%.
-func jitter(interval time.Duration) time.Duration {
-	return interval - interval/10 + rand.N(interval/5+1)
+// backoff is the retry delay's policy: capped at the heartbeat interval
+// once the server has given one, since a host that retried less often than
+// it beats would be judged offline after a control-plane outage longer than
+// its offline window.
+func (l *Loop) backoff(interval time.Duration) backoff.Policy {
+	return backoff.Policy{Min: l.cfg.MinBackoff, Max: l.cfg.MaxBackoff}.CappedAt(interval)
 }
 
 // Run registers and heartbeats until ctx ends; it returns nil then. Errors
@@ -163,14 +145,8 @@ func (l *Loop) Run(ctx context.Context) error {
 		l.update(func(s *Status) { s.HostID, s.Registered = st.HostID, true })
 	}
 	for {
-		if wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-t.C:
-			}
+		if wait > 0 && !backoff.Wait(ctx, wait) {
+			return nil
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -196,7 +172,7 @@ func (l *Loop) Run(ctx context.Context) error {
 				return nil
 			}
 			retryAfter = l.failed(err, "register", &failures)
-			wait = Backoff(l.cfg.MinBackoff, l.maxBackoff(interval), failures, retryAfter)
+			wait = l.backoff(interval).Delay(failures, retryAfter)
 			continue
 		}
 		resp, err := l.cfg.Client.Heartbeat(ctx, st.HostID, tok, l.cfg.Snapshot())
@@ -208,7 +184,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			if l.cfg.OnReply != nil {
 				l.cfg.OnReply(resp)
 			}
-			wait = jitter(interval)
+			wait = backoff.Spread(interval, 0.1)
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, api.ErrUnauthorized):
@@ -221,7 +197,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			return nil
 		default:
 			retryAfter = l.failed(err, "heartbeat", &failures)
-			wait = Backoff(l.cfg.MinBackoff, l.maxBackoff(interval), failures, retryAfter)
+			wait = l.backoff(interval).Delay(failures, retryAfter)
 		}
 	}
 }

@@ -279,29 +279,6 @@ func TestControlPlaneDownThenUp(t *testing.T) {
 	}
 }
 
-func TestBackoff(t *testing.T) {
-	t.Parallel()
-	lo, hi := time.Second, time.Minute
-	tests := []struct {
-		failures   int
-		retryAfter time.Duration
-		min, max   time.Duration
-	}{
-		{1, 0, 500 * time.Millisecond, 2 * time.Second},
-		{3, 0, 500 * time.Millisecond, 8 * time.Second},
-		{10, 0, 500 * time.Millisecond, time.Minute},
-		{100, 0, 500 * time.Millisecond, time.Minute},
-		{1, 30 * time.Second, 30 * time.Second, 30 * time.Second},
-	}
-	for _, tt := range tests {
-		for range 100 {
-			if got := Backoff(lo, hi, tt.failures, tt.retryAfter); got < tt.min || got > tt.max {
-				t.Fatalf("Backoff(failures=%d, retryAfter=%s) = %s, want in [%s, %s]", tt.failures, tt.retryAfter, got, tt.min, tt.max)
-			}
-		}
-	}
-}
-
 func TestNewValidates(t *testing.T) {
 	t.Parallel()
 	c, _ := api.New(api.Options{BaseURL: "http://127.0.0.1:1"})

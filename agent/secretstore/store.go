@@ -4,10 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/molecule-ai/molecule-agent/controlplane/api/backoff"
 )
 
 // Store defaults.
@@ -25,7 +26,8 @@ type StoreOptions struct {
 	// Jitter spreads each refresh by ±Jitter×Refresh (default 0.2; negative for none).
 	Jitter float64
 	// BootBackoff is the first wait after a transient failure before any
-	// fetch has succeeded (default 1s); it doubles up to MaxBootBackoff (default 1m).
+	// fetch has succeeded (default 1s); the wait's ceiling doubles up to
+	// MaxBootBackoff (default 1m), with jitter (backoff.Policy).
 	BootBackoff    time.Duration
 	MaxBootBackoff time.Duration
 	// OnChange is called from Run's goroutine, after a refresh, with the
@@ -188,7 +190,7 @@ func (s *Store) Load(ctx context.Context) error {
 }
 
 func (s *Store) load(ctx context.Context) ([]string, error) {
-	wait := s.opts.BootBackoff
+	policy := backoff.Policy{Min: s.opts.BootBackoff, Max: s.opts.MaxBootBackoff}
 	for attempt := 1; ; attempt++ {
 		changed, err := s.Refresh(ctx)
 		if err == nil || !Transient(err) {
@@ -197,12 +199,11 @@ func (s *Store) load(ctx context.Context) ([]string, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		d := jitter(wait, s.opts.Jitter)
+		d := policy.Delay(attempt, 0)
 		s.log.Warn("secrets fetch failed; retrying", "attempt", attempt, "retry_in", d.Round(time.Millisecond).String(), "error", err.Error())
-		if !sleep(ctx, d) {
+		if !backoff.Wait(ctx, d) {
 			return nil, ctx.Err()
 		}
-		wait = min(2*wait, s.opts.MaxBootBackoff)
 	}
 }
 
@@ -226,7 +227,7 @@ func (s *Store) Run(ctx context.Context) error {
 			}
 			s.notify(changed)
 		}
-		if !sleep(ctx, jitter(s.opts.Refresh, s.opts.Jitter)) {
+		if !backoff.Wait(ctx, backoff.Spread(s.opts.Refresh, s.opts.Jitter)) {
 			return nil
 		}
 		s.mu.RLock()
@@ -272,24 +273,4 @@ func diff(old, cur map[string]Secret) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// jitter spreads d uniformly over d×(1±f).
-func jitter(d time.Duration, f float64) time.Duration {
-	if f <= 0 {
-		return d
-	}
-	return time.Duration(float64(d) * (1 + f*(2*rand.Float64()-1)))
-}
-
-// sleep waits d or until ctx ends, reporting whether d elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

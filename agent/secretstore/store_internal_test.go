@@ -6,29 +6,6 @@ import (
 	"time"
 )
 
-func TestJitterBounds(t *testing.T) {
-	tests := []struct {
-		d    time.Duration
-		f    float64
-		lo   time.Duration
-		hi   time.Duration
-		name string
-	}{
-		{5 * time.Minute, 0.2, 4 * time.Minute, 6 * time.Minute, "default"},
-		{time.Second, 0, time.Second, time.Second, "none"},
-		{time.Second, 1, 0, 2 * time.Second, "full"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			for range 1000 {
-				if got := jitter(tt.d, tt.f); got < tt.lo || got > tt.hi {
-					t.Fatalf("jitter(%v, %v) = %v, want within [%v, %v]", tt.d, tt.f, got, tt.lo, tt.hi)
-				}
-			}
-		})
-	}
-}
-
 func TestDiff(t *testing.T) {
 	old := map[string]Secret{"a": New("1"), "b": New("2"), "c": New("3")}
 	cur := map[string]Secret{"a": New("1"), "b": New("20"), "d": New("4")}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strconv"
 )
 
 // HostFilter selects hosts in ListHosts; empty fields match everything.
@@ -73,4 +74,52 @@ func (c *Client) Events(ctx context.Context, hostID string) ([]Event, error) {
 // SetChannelImages pins the images of a channel (admin).
 func (c *Client) SetChannelImages(ctx context.Context, channel string, images map[string]string) error {
 	return c.call(ctx, "set channel images", http.MethodPut, PathAdminChannels+"/"+url.PathEscape(channel), true, c.admin, ChannelImages{Images: images}, nil)
+}
+
+// StartRollout sets new images on a channel and starts rolling them out
+// (admin). Not idempotent (a second call supersedes the first rollout):
+// retried only when the server cannot have acted on the request.
+func (c *Client) StartRollout(ctx context.Context, channel string, r RolloutRequest) (Rollout, error) {
+	var out Rollout
+	err := c.call(ctx, "start rollout", http.MethodPost, PathAdminChannels+"/"+url.PathEscape(channel)+"/rollouts", false, c.admin, r, &out)
+	return out, err
+}
+
+// GetRollout returns the channel's latest rollout (admin).
+func (c *Client) GetRollout(ctx context.Context, channel string) (Rollout, error) {
+	var out Rollout
+	err := c.call(ctx, "get rollout", http.MethodGet, PathAdminChannels+"/"+url.PathEscape(channel)+"/rollout", true, c.admin, nil, &out)
+	return out, err
+}
+
+// ListRollouts returns every channel's latest rollout (admin).
+func (c *Client) ListRollouts(ctx context.Context) ([]Rollout, error) {
+	var out RolloutList
+	err := c.call(ctx, "list rollouts", http.MethodGet, PathAdminRollouts, true, c.admin, nil, &out)
+	return out.Rollouts, err
+}
+
+// Rollout actions.
+const (
+	RolloutPause    = "pause"
+	RolloutResume   = "resume"
+	RolloutRollback = "rollback"
+)
+
+// ChangeRollout pauses, resumes or rolls back the channel's rollout
+// (admin). Idempotent in effect: a repeated action answers 409 (the rollout
+// is already in that state) and changes nothing.
+func (c *Client) ChangeRollout(ctx context.Context, channel, action, reason string) (Rollout, error) {
+	var out Rollout
+	path := PathAdminChannels + "/" + url.PathEscape(channel) + "/rollout/" + url.PathEscape(action)
+	err := c.call(ctx, action+" rollout", http.MethodPost, path, true, c.admin, RolloutAction{Reason: reason}, &out)
+	return out, err
+}
+
+// EventFeed returns up to limit events after the event ID since (admin).
+func (c *Client) EventFeed(ctx context.Context, since int64, limit int) (EventPage, error) {
+	var out EventPage
+	path := PathEvents + "?since=" + strconv.FormatInt(since, 10) + "&limit=" + strconv.Itoa(limit)
+	err := c.call(ctx, "event feed", http.MethodGet, path, true, c.admin, nil, &out)
+	return out, err
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -19,12 +18,14 @@ import (
 	"github.com/hashicorp/go-cleanhttp"
 	"github.com/hashicorp/go-retryablehttp"
 
+	"github.com/molecule-ai/molecule-agent/controlplane/api/backoff"
 	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 )
 
 // Retry policy
 //
-// The client retries with full-jitter exponential backoff and honours
+// The client retries with the backoff of controlplane/api/backoff, its
+// defaults AgentRetry (retry.go), and honours
 // Retry-After on 429 and 503. What it retries depends on whether the call is
 // idempotent:
 //
@@ -34,7 +35,8 @@ import (
 //     heartbeat overwrites the host's live state, and a repeated register for
 //     the same instance and boot returns the same host ID with a fresh token
 //     (the token of a lost reply is never used, so rotating it is harmless).
-//   - Non-idempotent calls (creating an enrollment token) are retried only
+//   - Non-idempotent calls (creating an enrollment token, starting a
+//     rollout) carry no idempotency key, so they are retried only
 //     when the request cannot have been acted on: the connection was never
 //     made (dial error), or the server refused it with 429/503 before doing
 //     anything.
@@ -53,12 +55,14 @@ type Options struct {
 	Logger *slog.Logger
 	// AdminToken authenticates the admin methods.
 	AdminToken secret.Secret
-	// RetryMax is the number of retries after the first attempt (default 3;
-	// negative means none).
+	// RetryMax is the number of retries after the first attempt (default
+	// AgentRetry's, 3; negative means none).
 	RetryMax int
-	// RetryWaitMin and RetryWaitMax bound the backoff (default 250ms, 10s).
+	// RetryWaitMin and RetryWaitMax bound the backoff (default AgentRetry's,
+	// 250ms and 10s).
 	RetryWaitMin, RetryWaitMax time.Duration
-	// RequestTimeout bounds one call including its retries (default 30s).
+	// RequestTimeout bounds one call including its retries (default
+	// AgentRetry's, 30s).
 	RequestTimeout time.Duration
 }
 
@@ -88,20 +92,20 @@ func New(opts Options) (*Client, error) {
 	rc := &retryablehttp.Client{
 		HTTPClient:   hc,
 		Logger:       lg,
-		RetryWaitMin: orDefault(opts.RetryWaitMin, 250*time.Millisecond),
-		RetryWaitMax: orDefault(opts.RetryWaitMax, 10*time.Second),
+		RetryWaitMin: orDefault(opts.RetryWaitMin, AgentRetry.RetryWaitMin),
+		RetryWaitMax: orDefault(opts.RetryWaitMax, AgentRetry.RetryWaitMax),
 		RetryMax:     opts.RetryMax,
 		CheckRetry:   checkRetry,
-		Backoff:      Backoff,
+		Backoff:      retryBackoff,
 		ErrorHandler: errorHandler,
 	}
 	switch {
 	case opts.RetryMax == 0:
-		rc.RetryMax = 3
+		rc.RetryMax = AgentRetry.RetryMax
 	case opts.RetryMax < 0:
 		rc.RetryMax = 0
 	}
-	return &Client{base: u, rc: rc, admin: opts.AdminToken, timeout: orDefault(opts.RequestTimeout, 30*time.Second)}, nil
+	return &Client{base: u, rc: rc, admin: opts.AdminToken, timeout: orDefault(opts.RequestTimeout, AgentRetry.RequestTimeout)}, nil
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -138,31 +142,14 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 	return false, nil
 }
 
-// Backoff is full-jitter exponential backoff between lo and hi that honours
-// Retry-After on 429 and 503 (plus up to 10% jitter so a fleet told the same
-// Retry-After does not return in lockstep).
-func Backoff(lo, hi time.Duration, attempt int, resp *http.Response) time.Duration {
+// retryBackoff is go-retryablehttp's backoff hook: backoff.Policy between
+// lo and hi, honouring Retry-After on 429 and 503.
+func retryBackoff(lo, hi time.Duration, attempt int, resp *http.Response) time.Duration {
+	var ra time.Duration
 	if resp != nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
-		if ra, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-			return ra + rand.N(ra/10+1)
-		}
+		ra, _ = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
-	return JitterBackoff(lo, hi, attempt)
-}
-
-// JitterBackoff returns a random duration in [lo, min(hi, lo*2^attempt)].
-func JitterBackoff(lo, hi time.Duration, attempt int) time.Duration {
-	if lo <= 0 {
-		lo = time.Millisecond
-	}
-	ceil := hi
-	if attempt < 30 && lo<<attempt < hi && lo<<attempt > 0 {
-		ceil = lo << attempt
-	}
-	if ceil <= lo {
-		return lo
-	}
-	return lo + rand.N(ceil-lo+1)
+	return backoff.Policy{Min: lo, Max: hi}.Delay(attempt+1, ra)
 }
 
 // ParseRetryAfter parses a Retry-After header in seconds or HTTP-date form.

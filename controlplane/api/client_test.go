@@ -162,22 +162,22 @@ func TestBackoff(t *testing.T) {
 		resp     *http.Response
 		min, max time.Duration
 	}{
-		{"first attempt", 0, nil, 100 * time.Millisecond, 100 * time.Millisecond},
-		{"third attempt", 3, nil, 100 * time.Millisecond, 800 * time.Millisecond},
-		{"capped", 20, nil, 100 * time.Millisecond, 5 * time.Second},
-		{"huge attempt", 200, nil, 100 * time.Millisecond, 5 * time.Second},
+		{"first attempt", 0, nil, 50 * time.Millisecond, 200 * time.Millisecond},
+		{"third attempt", 3, nil, 50 * time.Millisecond, 1600 * time.Millisecond},
+		{"capped", 20, nil, 50 * time.Millisecond, 5 * time.Second},
+		{"huge attempt", 200, nil, 50 * time.Millisecond, 5 * time.Second},
 		{"429 retry-after", 0, ra(429, "7"), 7 * time.Second, 7700 * time.Millisecond},
 		{"503 retry-after above max honoured", 0, ra(503, "30"), 30 * time.Second, 33 * time.Second},
-		{"500 retry-after ignored", 0, ra(500, "30"), 100 * time.Millisecond, 100 * time.Millisecond},
-		{"garbage retry-after", 1, ra(429, "soon"), 100 * time.Millisecond, 200 * time.Millisecond},
+		{"500 retry-after ignored", 0, ra(500, "30"), 50 * time.Millisecond, 200 * time.Millisecond},
+		{"garbage retry-after", 1, ra(429, "soon"), 50 * time.Millisecond, 400 * time.Millisecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			for range 200 {
-				got := Backoff(100*time.Millisecond, 5*time.Second, tt.attempt, tt.resp)
+				got := retryBackoff(100*time.Millisecond, 5*time.Second, tt.attempt, tt.resp)
 				if got < tt.min || got > tt.max {
-					t.Fatalf("Backoff = %s, want in [%s, %s]", got, tt.min, tt.max)
+					t.Fatalf("retryBackoff = %s, want in [%s, %s]", got, tt.min, tt.max)
 				}
 			}
 		})

@@ -125,6 +125,11 @@ type UpdateStatus struct {
 }
 
 // HeartbeatRequest is the body of POST /v1/hosts/{id}/heartbeat.
+//
+// Agents and control planes one version apart interoperate: a field added
+// here is optional (omitempty, its zero value meaning "not reported"), so
+// the previous agent's bodies stay valid; controlplane/server's
+// compat_test.go posts them as literals.
 type HeartbeatRequest struct {
 	AgentVersion    string         `json:"agent_version"`
 	BootID          string         `json:"boot_id"`
@@ -262,3 +267,24 @@ const (
 	EventOffline     = "offline"
 	EventDeprovision = "removed"
 )
+
+// FeedEvent is an event as the feed (GET /v1/events) serves it and
+// webhooks receive it.
+type FeedEvent struct {
+	ID     int64     `json:"id"`
+	Kind   string    `json:"kind"`
+	HostID string    `json:"host_id,omitempty"`
+	Detail string    `json:"detail,omitempty"`
+	At     time.Time `json:"at"`
+	// TunnelID is set on a deprovision event: the Cloudflare tunnel (and
+	// its DNS record) the provisioner must delete.
+	TunnelID string `json:"tunnel_id,omitempty"`
+}
+
+// EventPage is the reply to GET /v1/events?since=&limit=.
+type EventPage struct {
+	Events []FeedEvent `json:"events"`
+	// Next is the since to ask for the following page (the last ID
+	// returned, or the since given when there was nothing new).
+	Next int64 `json:"next"`
+}

@@ -90,7 +90,7 @@ func startControlPlane(t *testing.T) *controlPlane {
 		}
 	}
 	body, _ := json.Marshal(rollout.Request{Images: map[string]string{"platform": newImg},
-		Policy: rollout.Policy{Canary: 1, BatchPercent: 50, BakeMS: 60000, WaveTimeoutMS: 600000}})
+		RolloutPolicy: rollout.Policy{Canary: 1, BatchPercent: 50, BakeMS: 60000, WaveTimeoutMS: 600000}})
 	req, _ := http.NewRequest("POST", hs.URL+"/v1/admin/channels/stable/rollouts", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+adminToken)
 	resp, err := hs.Client().Do(req)

@@ -103,7 +103,7 @@ func TestControlPlaneDown(t *testing.T) {
 		cpArgs     []string
 	}{
 		{"scaled 10x: agents back off at most one interval", scaled, interval, nil},
-		{"scaled 10x: agents with a 1 min cap, restart hold", scaled, 6 * interval, []string{"--restart-hold", (6*interval + window).String()}},
+		{"scaled 10x: agents with their 1 min cap, restart hold", scaled, 0, []string{"--restart-hold", (6*interval + window).String()}},
 		{"full scale: 10 s interval, 60 s down, fleet defaults", full, 0,
 			[]string{"--interval", "10s", "--grace", "2s", "--flush-window", "5s"}},
 	}
@@ -117,7 +117,8 @@ type outageScale struct{ interval, grace, outage time.Duration }
 
 func (s outageScale) window() time.Duration { return 3*s.interval + s.grace }
 
-// controlPlaneDown runs the drill; maxBackoff 0 keeps agent/heartbeat's default.
+// controlPlaneDown runs the drill with the shipped agent's retry policy at
+// the drill's time scale; maxBackoff > 0 lowers its loop's cap.
 func controlPlaneDown(t *testing.T, sc outageScale, maxBackoff time.Duration, cpArgs []string) {
 	interval, window, outage := sc.interval, sc.window(), sc.outage
 	ctx, cancel := context.WithCancel(context.Background())
@@ -138,11 +139,15 @@ func controlPlaneDown(t *testing.T, sc outageScale, maxBackoff time.Duration, cp
 	tr.MaxIdleConnsPerHost = 256
 	defer tr.CloseIdleConnections()
 	rec := &arrivals{next: tr}
-	// The agent's client: its retry waits scaled like the interval, its
-	// timeouts not (a control plane slowed by the test machine's load must
-	// not look like a lost reply).
-	client, err := api.New(api.Options{BaseURL: c.url(), HTTPClient: &http.Client{Transport: rec, Timeout: 10 * time.Second},
-		RetryWaitMin: 25 * time.Millisecond, RetryWaitMax: time.Second})
+	// The shipped agent's client and retry policy (api.AgentRetry) at the
+	// drill's time scale: its waits scaled like the interval, its timeouts
+	// not (a control plane slowed by the test machine's load must not look
+	// like a lost reply). At full scale it is api.AgentRetry itself.
+	retry := api.AgentRetry.For(interval)
+	if maxBackoff > 0 {
+		retry.Loop.Max = maxBackoff
+	}
+	client, err := api.New(retry.Apply(api.Options{BaseURL: c.url(), HTTPClient: &http.Client{Transport: rec, Timeout: 10 * time.Second}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +166,7 @@ func controlPlaneDown(t *testing.T, sc outageScale, maxBackoff time.Duration, cp
 				return api.HeartbeatRequest{AgentVersion: "drill", BootID: fmt.Sprintf("boot-%d", i),
 					Units: []api.UnitStatus{{Name: "runtime", State: api.UnitReady}}}
 			},
-			MinBackoff: min(interval/10, time.Second), MaxBackoff: maxBackoff,
+			MinBackoff: retry.Loop.Min, MaxBackoff: retry.Loop.Max,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -186,8 +191,8 @@ func controlPlaneDown(t *testing.T, sc outageScale, maxBackoff time.Duration, cp
 	c.kill()
 	time.Sleep(outage) // the outage itself
 	c.start()
-	up := time.Now().Add(-50 * time.Millisecond)                // it answered healthz within one poll
-	time.Sleep(2*window + max(maxBackoff, interval) + interval) // past the restart window: a wrong offline would show
+	up := time.Now().Add(-50 * time.Millisecond)                    // it answered healthz within one poll
+	time.Sleep(2*window + max(retry.Loop.Max, interval) + interval) // past the restart window: a wrong offline would show
 
 	first := rec.count(up, up.Add(interval))
 	peak := rec.peak(up, up.Add(3*interval), interval)

@@ -7,8 +7,8 @@ package events
 
 import (
 	"strings"
-	"time"
 
+	"github.com/molecule-ai/molecule-agent/controlplane/api"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
 )
 
@@ -33,25 +33,12 @@ const (
 var Kinds = []string{KindRegistered, KindOnline, KindOffline, KindDeprovisioned, KindTunnelNotReady, KindUnitFailed,
 	KindUpdateCommitted, KindUpdateRolledBack, KindRolloutStarted, KindRolloutHalted, KindRolloutCompleted, KindRolloutRolledBack}
 
-// Event is an event as the feed serves it and webhooks receive it.
-type Event struct {
-	ID     int64     `json:"id"`
-	Kind   string    `json:"kind"`
-	HostID string    `json:"host_id,omitempty"`
-	Detail string    `json:"detail,omitempty"`
-	At     time.Time `json:"at"`
-	// TunnelID is set on a deprovision event: the Cloudflare tunnel (and
-	// its DNS record) the provisioner must delete.
-	TunnelID string `json:"tunnel_id,omitempty"`
-}
+// Event is an event as the feed serves it and webhooks receive it (the
+// wire type api.FeedEvent).
+type Event = api.FeedEvent
 
-// Page is the reply to GET /v1/events?since=&limit=.
-type Page struct {
-	Events []Event `json:"events"`
-	// Next is the since to ask for the following page (the last ID
-	// returned, or the since given when there was nothing new).
-	Next int64 `json:"next"`
-}
+// Page is the reply to GET /v1/events?since=&limit= (api.EventPage).
+type Page = api.EventPage
 
 // FromStore converts a stored event.
 func FromStore(e store.Event) Event {

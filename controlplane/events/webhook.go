@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/molecule-ai/molecule-agent/controlplane/api/backoff"
 	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
 )
@@ -223,17 +224,6 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-func wait(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 func (d *Dispatcher) runHook(ctx context.Context, h Hook) {
 	log := d.Logger.With("hook", h.Name)
 	for ctx.Err() == nil {
@@ -246,11 +236,11 @@ func (d *Dispatcher) runHook(ctx context.Context, h Hook) {
 			if ctx.Err() == nil {
 				log.Warn("read events for webhook failed; retrying", "err", err)
 			}
-			wait(ctx, d.Poll)
+			backoff.Wait(ctx, d.Poll)
 			continue
 		}
 		if len(evs) == 0 {
-			wait(ctx, d.Poll)
+			backoff.Wait(ctx, d.Poll)
 			continue
 		}
 		for _, e := range evs {
@@ -291,9 +281,9 @@ func (d *Dispatcher) deliver(ctx context.Context, log *slog.Logger, h Hook, e Ev
 			log.Error("webhook delivery given up", "event", e.ID, "kind", e.Kind, "attempts", attempt, "err", derr)
 			return true
 		}
-		backoff := min(d.MaxBackoff, d.MinBackoff<<min(attempt-1, 20))
-		log.Warn("webhook delivery failed; retrying", "event", e.ID, "attempt", attempt, "in", backoff, "err", derr)
-		if !wait(ctx, backoff) {
+		delay := backoff.Policy{Min: d.MinBackoff, Max: d.MaxBackoff}.Delay(attempt, 0)
+		log.Warn("webhook delivery failed; retrying", "event", e.ID, "attempt", attempt, "in", delay, "err", derr)
+		if !backoff.Wait(ctx, delay) {
 			return false
 		}
 	}

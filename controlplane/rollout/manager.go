@@ -83,7 +83,7 @@ func New(ctx context.Context, o Options) (*Manager, error) {
 	if o.ChannelChanged == nil {
 		o.ChannelChanged = func(store.Channel) {}
 	}
-	o.Defaults = o.Defaults.withDefaults(Policy{Canary: DefaultCanary, BatchPercent: DefaultBatchPercent,
+	o.Defaults = withDefaults(o.Defaults, Policy{Canary: DefaultCanary, BatchPercent: DefaultBatchPercent,
 		BakeMS: DefaultBake.Milliseconds(), WaveTimeoutMS: DefaultWaveTimeout.Milliseconds()})
 	m := &Manager{o: o, log: o.Logger, rollouts: map[string]*Rollout{}, reports: map[string]*api.HeartbeatRequest{}}
 	recs, err := o.Store.LatestRollouts(ctx)
@@ -171,7 +171,7 @@ func (m *Manager) Desired(channel, hostID string, chanRev int64) (key string, ds
 	if r == nil || (chanRev != r.Revision && chanRev != r.RollbackRevision) {
 		return "", api.DesiredState{}, false
 	}
-	key, ds = r.Desired(hostID)
+	key, ds = Desired(r, hostID)
 	return key, ds, true
 }
 
@@ -234,7 +234,7 @@ func (m *Manager) Start(ctx context.Context, channel string, req Request) (Rollo
 	if err := ValidateImages(req.Images); err != nil {
 		return Rollout{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	p := req.Policy.withDefaults(m.o.Defaults)
+	p := withDefaults(req.RolloutPolicy, m.o.Defaults)
 	if err := p.Validate(); err != nil {
 		return Rollout{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
@@ -263,7 +263,7 @@ func (m *Manager) Start(ctx context.Context, channel string, req Request) (Rollo
 	if r.From == nil {
 		r.From = map[string]string{}
 	}
-	r.Step(now, m.report)
+	Step(r, now, m.report)
 	if err := m.save(ctx, r); err != nil {
 		return Rollout{}, err
 	}
@@ -365,7 +365,7 @@ func (m *Manager) Resume(ctx context.Context, channel string) (Rollout, error) {
 			}
 			w.ReadyAt = time.Time{}
 		}
-		r.Step(now, m.report)
+		Step(r, now, m.report)
 		return nil
 	})
 }
@@ -420,7 +420,7 @@ func (m *Manager) Tick(ctx context.Context) {
 	now := m.o.Now().UTC()
 	for ch, r := range m.rollouts {
 		old := clone(r)
-		ts := r.Step(now, m.report)
+		ts := Step(r, now, m.report)
 		if len(ts) == 0 {
 			continue
 		}

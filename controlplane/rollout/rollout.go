@@ -13,7 +13,6 @@ package rollout
 import (
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -24,11 +23,11 @@ import (
 
 // Rollout states.
 const (
-	StateRolling    = "rolling"
-	StatePaused     = "paused"
-	StateHalted     = "halted"
-	StateCompleted  = "completed"
-	StateRolledBack = "rolled_back"
+	StateRolling    = api.RolloutRolling
+	StatePaused     = api.RolloutPaused
+	StateHalted     = api.RolloutHalted
+	StateCompleted  = api.RolloutCompleted
+	StateRolledBack = api.RolloutRolledBack
 )
 
 // Defaults of a Policy.
@@ -39,28 +38,21 @@ const (
 	DefaultWaveTimeout  = 10 * time.Minute
 )
 
-// Policy shapes a rollout's waves.
-type Policy struct {
-	// Canary is the number of hosts in the first wave (default 1).
-	Canary int `json:"canary"`
-	// BatchPercent is the share of the channel's hosts in each later wave
-	// (default 25, at least one host).
-	BatchPercent int `json:"batch_percent"`
-	// BakeMS is how long every host of a wave stays ready on the new digest
-	// before the next wave starts.
-	BakeMS int64 `json:"bake_ms"`
-	// WaveTimeoutMS bounds how long a wave may take to become ready.
-	WaveTimeoutMS int64 `json:"wave_timeout_ms"`
-}
+// The wire types live in controlplane/api; these names are the package's
+// own view of them.
+type (
+	// Policy shapes a rollout's waves.
+	Policy = api.RolloutPolicy
+	// Request starts a rollout.
+	Request = api.RolloutRequest
+	// Wave is one step of a rollout.
+	Wave = api.Wave
+	// Rollout is a channel's staged move between two sets of images.
+	Rollout = api.Rollout
+)
 
-// Bake returns the bake time.
-func (p Policy) Bake() time.Duration { return time.Duration(p.BakeMS) * time.Millisecond }
-
-// WaveTimeout returns the wave timeout.
-func (p Policy) WaveTimeout() time.Duration { return time.Duration(p.WaveTimeoutMS) * time.Millisecond }
-
-// withDefaults fills zero fields from def.
-func (p Policy) withDefaults(def Policy) Policy {
+// withDefaults fills p's zero fields from def.
+func withDefaults(p, def Policy) Policy {
 	if p.Canary == 0 {
 		p.Canary = def.Canary
 	}
@@ -76,95 +68,9 @@ func (p Policy) withDefaults(def Policy) Policy {
 	return p
 }
 
-// Validate checks the policy, naming the offending field.
-func (p Policy) Validate() error {
-	switch {
-	case p.Canary < 0 || p.Canary > 1000:
-		return fmt.Errorf("canary: want 0-1000 hosts, got %d", p.Canary)
-	case p.BatchPercent < 1 || p.BatchPercent > 100:
-		return fmt.Errorf("batch_percent: want 1-100, got %d", p.BatchPercent)
-	case p.BakeMS < 0:
-		return fmt.Errorf("bake_ms: must not be negative")
-	case p.WaveTimeoutMS <= 0:
-		return fmt.Errorf("wave_timeout_ms: must be positive")
-	}
-	return nil
-}
-
-// Request starts a rollout (POST /v1/admin/channels/{name}/rollouts).
-// Images are merged over the channel's current images.
-type Request struct {
-	Images map[string]string `json:"images"`
-	Policy
-}
-
-// Wave is one step of a rollout.
-type Wave struct {
-	Hosts []string `json:"hosts"`
-	// StartedAt is when the wave's hosts were given the new digests.
-	StartedAt time.Time `json:"started_at,omitzero"`
-	// ReadyAt is since when every host of the wave is ready on them.
-	ReadyAt time.Time `json:"ready_at,omitzero"`
-	// DoneAt is when the wave finished baking.
-	DoneAt time.Time `json:"done_at,omitzero"`
-	// Ready lists the hosts of the wave ready on the new digests.
-	Ready []string `json:"ready,omitempty"`
-}
-
-// Rollout is a channel's staged move from one set of images to another. It
-// is the JSON both stored and served by the admin API.
-type Rollout struct {
-	ID      int64  `json:"id"`
-	Channel string `json:"channel"`
-	State   string `json:"state"`
-	// Reason says why the rollout halted, paused or was rolled back.
-	Reason string `json:"reason,omitempty"`
-	// From are the images before the rollout, served at FromRevision.
-	From         map[string]string `json:"from"`
-	FromRevision int64             `json:"from_revision"`
-	// To are the new images, served at Revision to hosts of started waves.
-	To       map[string]string `json:"to"`
-	Revision int64             `json:"revision"`
-	// RollbackRevision serves From to every host once rolled back.
-	RollbackRevision int64     `json:"rollback_revision,omitempty"`
-	Policy           Policy    `json:"policy"`
-	Waves            []Wave    `json:"waves"`
-	Current          int       `json:"current_wave"`
-	CreatedAt        time.Time `json:"created_at"`
-	UpdatedAt        time.Time `json:"updated_at"`
-	// Version counts the rollout's stored writes.
-	Version int64 `json:"version"`
-}
-
-var (
-	pinnedRE = regexp.MustCompile(`^[a-z0-9]+(?:[._:/-]+[a-z0-9]+)*@sha256:[a-f0-9]{64}$`)
-	unitRE   = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-)
-
-// ValidateImages checks that every image is pinned by digest
-// (repo@sha256:<64 hex>); tags are refused, naming the unit.
-func ValidateImages(images map[string]string) error {
-	if len(images) == 0 {
-		return fmt.Errorf("images: name at least one unit's image")
-	}
-	for _, u := range slices.Sorted(maps.Keys(images)) {
-		if !unitRE.MatchString(u) {
-			return fmt.Errorf("images: unit name %q: want 1-64 of [A-Za-z0-9._-]", u)
-		}
-		if !pinnedRE.MatchString(images[u]) || hasTag(images[u]) {
-			return fmt.Errorf("images.%s: %q is not pinned by digest: want repo@sha256:<64 hex digits>, never a tag", u, images[u])
-		}
-	}
-	return nil
-}
-
-// hasTag reports whether ref's repository names a tag (a colon in its last
-// path component; a registry's port is in the first).
-func hasTag(ref string) bool {
-	repo, _, _ := strings.Cut(ref, "@")
-	i := strings.LastIndex(repo, "/")
-	return i >= 0 && strings.Contains(repo[i+1:], ":") || i < 0 && strings.Contains(repo, ":")
-}
+// ValidateImages checks desired images: api.ValidateImages, the one
+// digest-pin rule.
+func ValidateImages(images map[string]string) error { return api.ValidateImages(images) }
 
 // Plan splits hosts (sorted for a stable plan) into a canary and batches.
 func Plan(hosts []string, p Policy) []Wave {
@@ -244,9 +150,9 @@ type Transition struct {
 	Detail string
 }
 
-// Step advances a rolling rollout at now from the hosts' reports and
+// Step advances a rolling rollout r at now from the hosts' reports and
 // returns what changed; it does nothing to a rollout in any other state.
-func (r *Rollout) Step(now time.Time, reports Reports) []Transition {
+func Step(r *Rollout, now time.Time, reports Reports) []Transition {
 	if r.State != StateRolling || r.Current >= len(r.Waves) {
 		return nil
 	}
@@ -260,7 +166,7 @@ func (r *Rollout) Step(now time.Time, reports Reports) []Transition {
 	for _, h := range w.Hosts {
 		rep := reports(h)
 		if why := rolledBack(rep, r.To); why != "" {
-			r.halt(now, fmt.Sprintf("host %s: %s", h, why))
+			halt(r, now, fmt.Sprintf("host %s: %s", h, why))
 			return append(out, Transition{Kind: "halted", HostID: h, Detail: r.Reason})
 		}
 		if readyOn(rep, r.To) {
@@ -276,7 +182,7 @@ func (r *Rollout) Step(now time.Time, reports Reports) []Transition {
 	if len(late) > 0 {
 		w.ReadyAt = time.Time{}
 		if now.Sub(w.StartedAt) > r.Policy.WaveTimeout() {
-			r.halt(now, fmt.Sprintf("wave %d: hosts %s not ready on the new digest within %s", r.Current+1, strings.Join(late, ", "), r.Policy.WaveTimeout()))
+			halt(r, now, fmt.Sprintf("wave %d: hosts %s not ready on the new digest within %s", r.Current+1, strings.Join(late, ", "), r.Policy.WaveTimeout()))
 			return append(out, Transition{Kind: "halted", HostID: late[0], Detail: r.Reason})
 		}
 		return out
@@ -293,17 +199,17 @@ func (r *Rollout) Step(now time.Time, reports Reports) []Transition {
 	r.UpdatedAt = now
 	if r.Current == len(r.Waves) {
 		r.State = StateCompleted
-		return append(out, Transition{Kind: "completed", Detail: fmt.Sprintf("%d hosts on %s", r.hostCount(), describe(r.To))})
+		return append(out, Transition{Kind: "completed", Detail: fmt.Sprintf("%d hosts on %s", hostCount(r), describe(r.To))})
 	}
 	// Start the next wave at once: its hosts get the new digests now.
-	return append(out, r.Step(now, reports)...)
+	return append(out, Step(r, now, reports)...)
 }
 
-func (r *Rollout) halt(now time.Time, reason string) {
+func halt(r *Rollout, now time.Time, reason string) {
 	r.State, r.Reason, r.UpdatedAt = StateHalted, reason, now
 }
 
-func (r *Rollout) hostCount() int {
+func hostCount(r *Rollout) int {
 	n := 0
 	for _, w := range r.Waves {
 		n += len(w.Hosts)
@@ -321,7 +227,7 @@ func describe(images map[string]string) string {
 }
 
 // started reports whether host is in a wave that has started.
-func (r *Rollout) started(host string) bool {
+func started(r *Rollout, host string) bool {
 	for _, w := range r.Waves {
 		if w.StartedAt.IsZero() {
 			return false
@@ -333,13 +239,13 @@ func (r *Rollout) started(host string) bool {
 	return false
 }
 
-// Desired returns the desired state of host under this rollout, and a key
+// Desired returns the desired state of host under rollout r, and a key
 // naming which of the rollout's states it is (for reply caching).
-func (r *Rollout) Desired(host string) (string, api.DesiredState) {
+func Desired(r *Rollout, host string) (string, api.DesiredState) {
 	switch {
 	case r.State == StateRolledBack:
 		return "rollback", api.DesiredState{Revision: r.RollbackRevision, Images: r.From}
-	case r.State == StateCompleted, r.started(host):
+	case r.State == StateCompleted, started(r, host):
 		return "new", api.DesiredState{Revision: r.Revision, Images: r.To}
 	}
 	return "old", api.DesiredState{Revision: r.FromRevision, Images: r.From}

@@ -116,36 +116,36 @@ func TestStepCompletes(t *testing.T) {
 	}
 	want := func(host string, rev int64) {
 		t.Helper()
-		if _, ds := r.Desired(host); ds.Revision != rev {
+		if _, ds := Desired(r, host); ds.Revision != rev {
 			t.Errorf("desired revision of %s = %d, want %d", host, ds.Revision, rev)
 		}
 	}
-	if got := kinds(r.Step(t0, f.get)); !slices.Equal(got, []string{"wave_started"}) {
+	if got := kinds(Step(r, t0, f.get)); !slices.Equal(got, []string{"wave_started"}) {
 		t.Fatalf("first step = %v, want the canary started", got)
 	}
 	want("h1", 2)
 	want("h2", 1)
 	want("h3", 1)
 	// Not ready yet: nothing moves, however often we look.
-	r.Step(t0.Add(5*time.Second), f.get)
+	Step(r, t0.Add(5*time.Second), f.get)
 	want("h2", 1)
 	f.run("h1", imgNew, api.UnitReady)
-	r.Step(t0.Add(6*time.Second), f.get)
-	if got := kinds(r.Step(t0.Add(6500*time.Millisecond), f.get)); len(got) != 0 {
+	Step(r, t0.Add(6*time.Second), f.get)
+	if got := kinds(Step(r, t0.Add(6500*time.Millisecond), f.get)); len(got) != 0 {
 		t.Errorf("during bake: %v, want nothing", got)
 	}
-	if got := kinds(r.Step(t0.Add(7*time.Second), f.get)); !slices.Equal(got, []string{"wave_started"}) {
+	if got := kinds(Step(r, t0.Add(7*time.Second), f.get)); !slices.Equal(got, []string{"wave_started"}) {
 		t.Fatalf("after bake = %v, want the next wave started", got)
 	}
 	want("h2", 2)
 	want("h3", 1)
 	f.run("h2", imgNew, api.UnitReady)
-	r.Step(t0.Add(8*time.Second), f.get)
-	r.Step(t0.Add(9*time.Second), f.get)
+	Step(r, t0.Add(8*time.Second), f.get)
+	Step(r, t0.Add(9*time.Second), f.get)
 	want("h3", 2)
 	f.run("h3", imgNew, api.UnitReady)
-	r.Step(t0.Add(10*time.Second), f.get)
-	if got := kinds(r.Step(t0.Add(11*time.Second), f.get)); !slices.Equal(got, []string{"completed"}) || r.State != StateCompleted {
+	Step(r, t0.Add(10*time.Second), f.get)
+	if got := kinds(Step(r, t0.Add(11*time.Second), f.get)); !slices.Equal(got, []string{"completed"}) || r.State != StateCompleted {
 		t.Fatalf("last step = %v (state %s), want completed", got, r.State)
 	}
 	want("h-new", 2)
@@ -168,9 +168,9 @@ func TestStepHalts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRollout("h1", "h2", "h3")
 			f := fleet{}
-			r.Step(t0, f.get)
+			Step(r, t0, f.get)
 			tc.report(f)
-			ts := r.Step(t0.Add(tc.at), f.get)
+			ts := Step(r, t0.Add(tc.at), f.get)
 			if r.State != StateHalted || !strings.Contains(r.Reason, tc.reason) {
 				t.Fatalf("state %s reason %q, want halted with %q", r.State, r.Reason, tc.reason)
 			}
@@ -178,11 +178,11 @@ func TestStepHalts(t *testing.T) {
 				t.Errorf("transitions = %+v, want halted naming h1", ts)
 			}
 			for _, h := range []string{"h2", "h3"} {
-				if _, ds := r.Desired(h); ds.Images["platform"] != imgOld {
+				if _, ds := Desired(r, h); ds.Images["platform"] != imgOld {
 					t.Errorf("host %s desired %v after halt, want the old image", h, ds.Images)
 				}
 			}
-			if got := r.Step(t0.Add(time.Hour), f.get); got != nil {
+			if got := Step(r, t0.Add(time.Hour), f.get); got != nil {
 				t.Errorf("a halted rollout stepped: %v", got)
 			}
 		})
@@ -192,7 +192,7 @@ func TestStepHalts(t *testing.T) {
 func TestDesiredRolledBack(t *testing.T) {
 	r := newRollout("h1")
 	r.State, r.RollbackRevision = StateRolledBack, 3
-	key, ds := r.Desired("h1")
+	key, ds := Desired(r, "h1")
 	if key != "rollback" || ds.Revision != 3 || ds.Images["platform"] != imgOld {
 		t.Errorf("desired = %s %+v, want the old image at revision 3", key, ds)
 	}

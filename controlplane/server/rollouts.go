@@ -99,13 +99,8 @@ func (s *Server) rolloutRoutes(mux *http.ServeMux, admin func(string, http.Handl
 	mux.HandleFunc("POST /v1/admin/channels/{name}/rollout/{action}", admin("admin_rollout_action", s.handleRolloutAction))
 }
 
-// RolloutList is the reply to GET /v1/admin/rollouts.
-type RolloutList struct {
-	Rollouts []rollout.Rollout `json:"rollouts"`
-}
-
 func (s *Server) handleListRollouts(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, RolloutList{Rollouts: s.rollouts.List()})
+	writeJSON(w, http.StatusOK, api.RolloutList{Rollouts: s.rollouts.List()})
 }
 
 func (s *Server) rolloutError(w http.ResponseWriter, op string, err error) {
@@ -132,7 +127,7 @@ func channelName(w http.ResponseWriter, r *http.Request) (string, bool) {
 }
 
 func (s *Server) handleStartRollout(w http.ResponseWriter, r *http.Request) {
-	var req rollout.Request
+	var req api.RolloutRequest
 	if !decodeRequest(w, r, &req) {
 		return
 	}
@@ -176,13 +171,8 @@ func (s *Server) handleGetRollout(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ro)
 }
 
-// RolloutAction is the optional body of POST .../rollout/{pause,resume,rollback}.
-type RolloutAction struct {
-	Reason string `json:"reason,omitempty"`
-}
-
 func (s *Server) handleRolloutAction(w http.ResponseWriter, r *http.Request) {
-	var req RolloutAction
+	var req api.RolloutAction
 	if r.ContentLength != 0 && !decodeRequest(w, r, &req) {
 		return
 	}
@@ -192,7 +182,7 @@ func (s *Server) handleRolloutAction(w http.ResponseWriter, r *http.Request) {
 	}
 	name, m := r.PathValue("name"), s.rollouts
 	var (
-		ro  rollout.Rollout
+		ro  api.Rollout
 		err error
 	)
 	switch r.PathValue("action") {

@@ -99,7 +99,7 @@ func TestRolloutAcrossReplicas(t *testing.T) {
 	var ro rollout.Rollout
 	fx := &fixture{t: t, http: reps[1].http}
 	if code := fx.adminDo("POST", "/v1/admin/channels/stable/rollouts", rollout.Request{Images: map[string]string{"platform": imgB},
-		Policy: rollout.Policy{Canary: 1, BatchPercent: 50, BakeMS: 100, WaveTimeoutMS: 30000}}, &ro); code != 201 {
+		RolloutPolicy: rollout.Policy{Canary: 1, BatchPercent: 50, BakeMS: 100, WaveTimeoutMS: 30000}}, &ro); code != 201 {
 		t.Fatalf("start rollout on replica 1: %d", code)
 	}
 	n := 0

@@ -92,7 +92,7 @@ func TestRollout(t *testing.T) {
 	}
 	policy := rollout.Policy{Canary: 1, BatchPercent: 25, BakeMS: 1000, WaveTimeoutMS: 30000}
 	var ro rollout.Rollout
-	if code := f.adminDo("POST", "/v1/admin/channels/stable/rollouts", rollout.Request{Images: map[string]string{"platform": imgB}, Policy: policy}, &ro); code != 201 {
+	if code := f.adminDo("POST", "/v1/admin/channels/stable/rollouts", rollout.Request{Images: map[string]string{"platform": imgB}, RolloutPolicy: policy}, &ro); code != 201 {
 		t.Fatalf("start rollout: %d", code)
 	}
 	// wants checks each host's desired image, in host order.
@@ -125,7 +125,7 @@ func TestRollout(t *testing.T) {
 
 	// A never-ready digest: the canary rolls back, the rollout halts, and
 	// the others are never given it.
-	if code := f.adminDo("POST", "/v1/admin/channels/stable/rollouts", rollout.Request{Images: map[string]string{"platform": imgC}, Policy: policy}, &ro); code != 201 {
+	if code := f.adminDo("POST", "/v1/admin/channels/stable/rollouts", rollout.Request{Images: map[string]string{"platform": imgC}, RolloutPolicy: policy}, &ro); code != 201 {
 		t.Fatalf("start rollout: %d", code)
 	}
 	wants("bad canary", imgC, imgB, imgB)
@@ -142,7 +142,7 @@ func TestRollout(t *testing.T) {
 	if code := f.adminDo("POST", "/v1/admin/channels/stable/rollout/pause", nil, nil); code != 409 {
 		t.Errorf("pausing a halted rollout: %d, want 409", code)
 	}
-	if code := f.adminDo("POST", "/v1/admin/channels/stable/rollout/rollback", RolloutAction{Reason: "bad build"}, &ro); code != 200 || ro.State != rollout.StateRolledBack {
+	if code := f.adminDo("POST", "/v1/admin/channels/stable/rollout/rollback", api.RolloutAction{Reason: "bad build"}, &ro); code != 200 || ro.State != rollout.StateRolledBack {
 		t.Fatalf("rollback: %d %s", code, ro.State)
 	}
 	wants("rolled back", imgB, imgB, imgB)
@@ -345,7 +345,7 @@ func TestSetChannelIsARollout(t *testing.T) {
 		}
 	}
 	var ro rollout.Rollout
-	if code := f.adminDo("POST", "/v1/admin/channels/stable/rollout/rollback", RolloutAction{Reason: "bad"}, &ro); code != 200 {
+	if code := f.adminDo("POST", "/v1/admin/channels/stable/rollout/rollback", api.RolloutAction{Reason: "bad"}, &ro); code != 200 {
 		t.Fatalf("rollback: %d", code)
 	}
 	if got := f.beat(h); got.Images["platform"] != imgA || got.Revision != ro.RollbackRevision {

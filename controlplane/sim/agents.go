@@ -10,6 +10,7 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/hashicorp/go-cleanhttp"
 
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/backoff"
 	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 )
 
@@ -27,12 +29,12 @@ type FleetConfig struct {
 	Hosts      int
 	// Interval is the heartbeat interval; 0 takes the control plane's.
 	Interval time.Duration
-	// MinBackoff and MaxBackoff bound the retry delay after a failed
-	// heartbeat, as agent/heartbeat does (full jitter over an exponential
-	// ceiling, never less than the server's Retry-After). Defaults: a
-	// tenth of the interval and one interval.
-	MinBackoff, MaxBackoff time.Duration
-	Logger                 *slog.Logger
+	// Retry is the agents' retry policy, within a call and between calls
+	// (capped at the interval, as agent/heartbeat does). Zero: the shipped
+	// agent's, api.AgentRetry, at the time scale of the interval
+	// (api.RetryPolicy.For): exactly it at the default 10 s.
+	Retry  api.RetryPolicy
+	Logger *slog.Logger
 }
 
 // Fleet is a set of simulated agents registered with one control plane.
@@ -44,6 +46,7 @@ type Fleet struct {
 	admin    *api.Client
 	hosts    []*host
 	interval time.Duration
+	retry    api.RetryPolicy
 	rec      recorder
 
 	// RegisterLatency holds one latency per successful registration.
@@ -81,7 +84,9 @@ func Enroll(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 	if f.admin, err = api.New(api.Options{BaseURL: cfg.URL, AdminToken: cfg.AdminToken, HTTPClient: hc}); err != nil {
 		return nil, err
 	}
-	if f.agent, err = api.New(api.Options{BaseURL: cfg.URL, HTTPClient: hc, RetryMax: -1}); err != nil {
+	// Registration: the shipped agent's client, at the configured
+	// interval's scale until the control plane's is known.
+	if err := f.newAgentClient(cfg.Interval); err != nil {
 		return nil, err
 	}
 	tok, err := f.admin.CreateEnrollmentToken(ctx, api.EnrollmentTokenRequest{Org: "sim", Role: api.RoleWorkspace, Channel: "stable"})
@@ -100,14 +105,29 @@ func Enroll(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 	if f.interval <= 0 {
 		f.interval = f.hosts[0].reg.Interval
 	}
-	if f.cfg.MinBackoff <= 0 {
-		f.cfg.MinBackoff = f.interval / 10
-	}
-	if f.cfg.MaxBackoff <= 0 {
-		f.cfg.MaxBackoff = f.interval
+	if err := f.newAgentClient(f.interval); err != nil {
+		return nil, err
 	}
 	cfg.Logger.Info("registered", "hosts", len(f.hosts), "errors", f.RegisterErrors, "interval", f.interval)
 	return f, nil
+}
+
+// newAgentClient makes the agents' client: the retry policy of cfg.Retry
+// (default: the shipped agent's at the interval's scale), every heartbeat
+// attempt recorded.
+func (f *Fleet) newAgentClient(interval time.Duration) error {
+	if f.cfg.Retry == (api.RetryPolicy{}) {
+		f.retry = api.AgentRetry.For(interval)
+	} else {
+		f.retry = f.cfg.Retry
+	}
+	hc := &http.Client{Transport: &recording{next: f.tr, rec: &f.rec}, Timeout: f.hc.Timeout}
+	c, err := api.New(f.retry.Apply(api.Options{BaseURL: f.cfg.URL, HTTPClient: hc}))
+	if err != nil {
+		return err
+	}
+	f.agent = c
+	return nil
 }
 
 func (f *Fleet) register(ctx context.Context, tok secret.Secret, run string) {
@@ -134,7 +154,7 @@ func (f *Fleet) register(ctx context.Context, tok secret.Secret, run string) {
 				if !errors.As(err, &se) || se.Code != http.StatusTooManyRequests {
 					break
 				}
-				if !sleep(ctx, se.RetryAfter) {
+				if !backoff.Wait(ctx, se.RetryAfter) {
 					break
 				}
 			}
@@ -150,17 +170,6 @@ func (f *Fleet) register(ctx context.Context, tok secret.Secret, run string) {
 		}()
 	}
 	wg.Wait()
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // Hosts is the number of registered simulated hosts.
@@ -246,23 +255,22 @@ func (f *Fleet) HostIDs() []string {
 }
 
 // loop is one simulated agent's heartbeat loop, the way agent/heartbeat runs
-// it: jittered interval, and on failure full-jitter backoff that honours
-// Retry-After.
+// it: jittered interval, and on failure its backoff (capped at the interval,
+// honouring Retry-After). The client records every attempt.
 func (f *Fleet) loop(ctx context.Context, h *host) {
 	req := body(h.i)
 	wait := mrand.N(f.interval)
 	failures := 0
-	for sleep(ctx, wait) {
-		start := time.Now()
+	policy := f.retry.Loop.CappedAt(f.interval)
+	for backoff.Wait(ctx, wait) {
 		_, err := f.agent.Heartbeat(ctx, h.reg.HostID, h.reg.HostToken, req)
 		if ctx.Err() != nil {
 			return
 		}
-		f.rec.add(start, time.Since(start), codeOf(err))
 		if err == nil {
 			failures = 0
 			h.lastOK.Store(time.Now().UnixNano())
-			wait = jitter(f.interval)
+			wait = backoff.Spread(f.interval, 0.1)
 			continue
 		}
 		failures++
@@ -271,36 +279,27 @@ func (f *Fleet) loop(ctx context.Context, h *host) {
 		if errors.As(err, &se) {
 			retryAfter = se.RetryAfter
 		}
-		wait = backoff(f.cfg.MinBackoff, f.cfg.MaxBackoff, failures, retryAfter)
+		wait = policy.Delay(failures, retryAfter)
 	}
 }
 
-// codeOf is the HTTP status of a call's outcome, 0 for a transport error.
-func codeOf(err error) int {
-	if err == nil {
-		return http.StatusOK
-	}
-	var se *api.StatusError
-	if errors.As(err, &se) {
-		return se.Code
-	}
-	return 0
+// recording records every heartbeat attempt the agents' client sends.
+type recording struct {
+	next http.RoundTripper
+	rec  *recorder
 }
 
-// jitter spreads interval by ±10%, as agent/heartbeat does.
-func jitter(interval time.Duration) time.Duration {
-	return interval - interval/10 + mrand.N(interval/5+1)
-}
-
-// backoff is agent/heartbeat's: full jitter over an exponential ceiling from
-// lo, capped at hi, never less than the server's Retry-After.
-func backoff(lo, hi time.Duration, failures int, retryAfter time.Duration) time.Duration {
-	ceil := hi
-	if failures < 30 && lo<<failures > 0 && lo<<failures < hi {
-		ceil = lo << failures
+func (r *recording) RoundTrip(req *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := r.next.RoundTrip(req)
+	if strings.HasSuffix(req.URL.Path, "/heartbeat") && req.Context().Err() == nil {
+		code := 0
+		if err == nil {
+			code = resp.StatusCode
+		}
+		r.rec.add(start, time.Since(start), code)
 	}
-	d := lo/2 + mrand.N(max(ceil-lo/2, 0)+1)
-	return max(d, retryAfter)
+	return resp, err
 }
 
 // body is a realistic heartbeat of a workspace host.

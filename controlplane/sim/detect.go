@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/backoff"
 )
 
 // Detection is how fast the control plane noticed silenced hosts: from
@@ -47,7 +48,7 @@ func (f *Fleet) Detect(ctx context.Context, killed []Silenced, timeout time.Dura
 			lat = append(lat, e.At.Sub(lb))
 			delete(last, e.HostID)
 		}
-		if len(last) == 0 || time.Now().After(deadline) || !sleep(ctx, time.Second) {
+		if len(last) == 0 || time.Now().After(deadline) || !backoff.Wait(ctx, time.Second) {
 			break
 		}
 	}

@@ -1,6 +1,7 @@
 // Package sim is a fleet simulator: N simulated agents register with a
 // control plane by enrollment over real HTTP and heartbeat with realistic
-// bodies, jitter and agent/heartbeat's backoff (honouring Retry-After). It
+// bodies, jitter, and the shipped agent's retries: api.AgentRetry within a
+// call, agent/heartbeat's backoff between calls (honouring Retry-After). It
 // measures heartbeats per second, latency, the control plane's store
 // transactions per flush window (scraped from /metrics), the detection
 // latency of hosts that go silent, and the request peak around a control
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/backoff"
 	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 )
 
@@ -34,8 +36,8 @@ type Config struct {
 	// Interval is the steady-state heartbeat interval; 0 takes the
 	// control plane's.
 	Interval time.Duration
-	// MinBackoff and MaxBackoff bound agents' retry delay (see FleetConfig).
-	MinBackoff, MaxBackoff time.Duration
+	// Retry is the agents' retry policy (see FleetConfig).
+	Retry api.RetryPolicy
 	// Duration of the steady phase.
 	Duration time.Duration
 	// Kill silences that many hosts one interval into the steady phase and
@@ -82,7 +84,7 @@ type Result struct {
 func Run(ctx context.Context, cfg Config) (Result, error) {
 	res := Result{Hosts: cfg.Hosts}
 	f, err := Enroll(ctx, FleetConfig{URL: cfg.URL, AdminToken: cfg.AdminToken, Hosts: cfg.Hosts, Interval: cfg.Interval,
-		MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Logger: cfg.Logger})
+		Retry: cfg.Retry, Logger: cfg.Logger})
 	if err != nil {
 		return res, err
 	}
@@ -97,7 +99,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	f.Start(ctx)
 	var killed []Silenced
 	if cfg.Kill > 0 {
-		sleep(ctx, f.Interval())
+		backoff.Wait(ctx, f.Interval())
 		killed = f.Kill(cfg.Kill)
 		d, err := f.Detect(ctx, killed, 10*f.Interval())
 		if err != nil {
@@ -105,7 +107,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 		res.Detection = &d
 	}
-	sleep(ctx, time.Until(start.Add(cfg.Duration)))
+	backoff.Wait(ctx, time.Until(start.Add(cfg.Duration)))
 	end := time.Now()
 	f.Stop()
 	after, err := f.Scrape(ctx)

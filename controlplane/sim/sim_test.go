@@ -85,29 +85,6 @@ func TestPct(t *testing.T) {
 	}
 }
 
-func TestBackoff(t *testing.T) {
-	tests := []struct {
-		name             string
-		failures         int
-		retryAfter       time.Duration
-		wantMin, wantMax time.Duration
-	}{
-		{"first failure", 1, 0, 50 * time.Millisecond, 200 * time.Millisecond},
-		{"capped at the maximum", 20, 0, 50 * time.Millisecond, time.Second},
-		{"never before Retry-After", 1, 3 * time.Second, 3 * time.Second, 3 * time.Second},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			for range 200 {
-				got := backoff(100*time.Millisecond, time.Second, tt.failures, tt.retryAfter)
-				if got < tt.wantMin || got > tt.wantMax {
-					t.Fatalf("backoff = %s, want within [%s, %s]", got, tt.wantMin, tt.wantMax)
-				}
-			}
-		})
-	}
-}
-
 func TestPeak(t *testing.T) {
 	t0 := time.Date(2026, 11, 26, 4, 0, 0, 0, time.UTC)
 	f := &Fleet{}

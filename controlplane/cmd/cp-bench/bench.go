@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/molecule-ai/molecule-agent/controlplane/api/backoff"
 	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/sim"
 )
@@ -109,7 +110,7 @@ func bench(ctx context.Context, o opts, dsn, dir string) (row, error) {
 		return r, err
 	}
 	f.Start(ctx)
-	if !sleep(ctx, o.interval+2*time.Second) { // every host beat once since the start
+	if !backoff.Wait(ctx, o.interval+2*time.Second) { // every host beat once since the start
 		return r, ctx.Err()
 	}
 	before, err := f.Scrape(ctx)
@@ -117,7 +118,7 @@ func bench(ctx context.Context, o opts, dsn, dir string) (row, error) {
 		return r, err
 	}
 	start := time.Now()
-	if !sleep(ctx, o.steady) {
+	if !backoff.Wait(ctx, o.steady) {
 		return r, ctx.Err()
 	}
 	end := time.Now()
@@ -141,7 +142,7 @@ func bench(ctx context.Context, o opts, dsn, dir string) (row, error) {
 	}
 	up := time.Now()
 	r.restartDown = up.Sub(down)
-	if !sleep(ctx, 3*o.interval+5*time.Second) { // past the restart window: anyone wrongly offline shows
+	if !backoff.Wait(ctx, 3*o.interval+5*time.Second) { // past the restart window: anyone wrongly offline shows
 		return r, ctx.Err()
 	}
 	perInterval := float64(r.steady.Requests) / (r.steady.Seconds / o.interval.Seconds())
@@ -161,17 +162,6 @@ func report(w io.Writer, name string, p sim.Phase) {
 		name, p.Heartbeats, p.Seconds, p.PerSecond, p.P50, p.P99, p.Errors, p.RateLimited, p.WriteTx, p.Windows, p.TxPerWindow)
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 func waitHealthy(ctx context.Context, url string) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
@@ -182,7 +172,7 @@ func waitHealthy(ctx context.Context, url string) error {
 				return nil
 			}
 		}
-		if !sleep(ctx, 50*time.Millisecond) {
+		if !backoff.Wait(ctx, 50*time.Millisecond) {
 			return ctx.Err()
 		}
 	}

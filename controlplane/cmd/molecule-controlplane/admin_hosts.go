@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
-	"github.com/molecule-ai/molecule-agent/controlplane/events"
 )
 
 func hostsCmd(e env) *cobra.Command {
@@ -25,7 +24,7 @@ func hostsCmd(e env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			hosts, err := c.api.ListHosts(cmd.Context(), f)
+			hosts, err := c.ListHosts(cmd.Context(), f)
 			if err != nil {
 				return err
 			}
@@ -47,7 +46,7 @@ func hostsCmd(e env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			h, err := c.api.GetHost(cmd.Context(), args[0])
+			h, err := c.GetHost(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -64,7 +63,7 @@ func hostsCmd(e env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r, err := c.api.Deprovision(cmd.Context(), args[0])
+			r, err := c.Deprovision(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -162,8 +161,8 @@ func eventsCmd(e env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var p events.Page
-			if err := c.do(cmd.Context(), "GET", fmt.Sprintf("/v1/events?since=%d&limit=%d", since, limit), nil, &p); err != nil {
+			p, err := c.EventFeed(cmd.Context(), since, limit)
+			if err != nil {
 				return err
 			}
 			if o.json {

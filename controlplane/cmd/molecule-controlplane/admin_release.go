@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net/url"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -13,8 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
-	"github.com/molecule-ai/molecule-agent/controlplane/rollout"
-	"github.com/molecule-ai/molecule-agent/controlplane/server"
 )
 
 func releaseCmd(e env) *cobra.Command {
@@ -22,14 +19,14 @@ func releaseCmd(e env) *cobra.Command {
 	cmd := &cobra.Command{Use: "release", Short: "Roll images out to a channel in waves, and steer the rollout"}
 	o.flags(cmd)
 
-	var p rollout.Policy
+	var p api.RolloutPolicy
 	var bake, timeout time.Duration
 	set := &cobra.Command{
 		Use:   "set CHANNEL UNIT=REPO@sha256:DIGEST...",
 		Short: "Start rolling digest-pinned images out to a channel",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := rollout.Request{Images: map[string]string{}, Policy: p}
+			req := api.RolloutRequest{Images: map[string]string{}, RolloutPolicy: p}
 			req.BakeMS, req.WaveTimeoutMS = bake.Milliseconds(), timeout.Milliseconds()
 			for _, a := range args[1:] {
 				u, img, ok := strings.Cut(a, "=")
@@ -38,15 +35,15 @@ func releaseCmd(e env) *cobra.Command {
 				}
 				req.Images[u] = img
 			}
-			if err := rollout.ValidateImages(req.Images); err != nil {
+			if err := api.ValidateImages(req.Images); err != nil {
 				return err
 			}
 			c, err := o.client(e)
 			if err != nil {
 				return err
 			}
-			var r rollout.Rollout
-			if err := c.do(cmd.Context(), "POST", "/v1/admin/channels/"+url.PathEscape(args[0])+"/rollouts", req, &r); err != nil {
+			r, err := c.StartRollout(cmd.Context(), args[0], req)
+			if err != nil {
 				return err
 			}
 			return printRollouts(cmd.OutOrStdout(), o.json, r)
@@ -66,24 +63,24 @@ func releaseCmd(e env) *cobra.Command {
 				return err
 			}
 			if len(args) == 1 {
-				var r rollout.Rollout
-				if err := c.do(cmd.Context(), "GET", "/v1/admin/channels/"+url.PathEscape(args[0])+"/rollout", nil, &r); err != nil {
+				r, err := c.GetRollout(cmd.Context(), args[0])
+				if err != nil {
 					return err
 				}
 				return printRollouts(cmd.OutOrStdout(), o.json, r)
 			}
-			var l server.RolloutList
-			if err := c.do(cmd.Context(), "GET", api.PathAdminRollouts, nil, &l); err != nil {
+			rs, err := c.ListRollouts(cmd.Context())
+			if err != nil {
 				return err
 			}
 			if o.json {
-				return printJSON(cmd.OutOrStdout(), l)
+				return printJSON(cmd.OutOrStdout(), api.RolloutList{Rollouts: rs})
 			}
-			return printRollouts(cmd.OutOrStdout(), false, l.Rollouts...)
+			return printRollouts(cmd.OutOrStdout(), false, rs...)
 		},
 	}
 	cmd.AddCommand(set, status)
-	for _, action := range []string{"pause", "resume", "rollback"} {
+	for _, action := range []string{api.RolloutPause, api.RolloutResume, api.RolloutRollback} {
 		var reason string
 		sub := &cobra.Command{
 			Use: action + " CHANNEL", Short: strings.ToUpper(action[:1]) + action[1:] + " the channel's rollout", Args: cobra.ExactArgs(1),
@@ -92,15 +89,14 @@ func releaseCmd(e env) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				var r rollout.Rollout
-				path := "/v1/admin/channels/" + url.PathEscape(args[0]) + "/rollout/" + action
-				if err := c.do(cmd.Context(), "POST", path, server.RolloutAction{Reason: reason}, &r); err != nil {
+				r, err := c.ChangeRollout(cmd.Context(), args[0], action, reason)
+				if err != nil {
 					return err
 				}
 				return printRollouts(cmd.OutOrStdout(), o.json, r)
 			},
 		}
-		if action != "resume" {
+		if action != api.RolloutResume {
 			sub.Flags().StringVar(&reason, "reason", "", "why, recorded with the rollout")
 		}
 		cmd.AddCommand(sub)
@@ -108,7 +104,7 @@ func releaseCmd(e env) *cobra.Command {
 	return cmd
 }
 
-func printRollouts(w io.Writer, asJSON bool, rs ...rollout.Rollout) error {
+func printRollouts(w io.Writer, asJSON bool, rs ...api.Rollout) error {
 	if asJSON {
 		return printJSON(w, rs[0])
 	}
@@ -119,7 +115,7 @@ func printRollouts(w io.Writer, asJSON bool, rs ...rollout.Rollout) error {
 		if n := len(r.Waves); n > 0 {
 			cur := min(r.Current, n-1)
 			wave = fmt.Sprintf("%d/%d", min(r.Current+1, n), n)
-			if r.State == rollout.StateCompleted {
+			if r.State == api.RolloutCompleted {
 				wave = fmt.Sprintf("%d/%d", n, n)
 				ready = fmt.Sprintf("%d/%d", len(r.Waves[cur].Hosts), len(r.Waves[cur].Hosts))
 			} else {

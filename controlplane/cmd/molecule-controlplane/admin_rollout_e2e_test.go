@@ -215,9 +215,9 @@ units:
 		return out.String()
 	}
 	status := func() rollout.Rollout {
-		var r rollout.Rollout
 		c, _ := (&adminOpts{url: url, tokenFile: tokFile}).client(env{})
-		if err := c.do(ctx, "GET", "/v1/admin/channels/stable/rollout", nil, &r); err != nil {
+		r, err := c.GetRollout(ctx, "stable")
+		if err != nil {
 			t.Fatal(err)
 		}
 		return r

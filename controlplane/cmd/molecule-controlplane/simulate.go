@@ -35,8 +35,6 @@ func simulateCmd(e env) *cobra.Command {
 	f.DurationVar(&cfg.Interval, "interval", 0, "heartbeat interval (default: the control plane's)")
 	f.DurationVar(&cfg.Duration, "duration", 30*time.Second, "length of the steady phase")
 	f.IntVar(&cfg.Kill, "kill", 0, "silence this many hosts one interval in and report how fast the control plane marks them offline")
-	f.DurationVar(&cfg.MinBackoff, "min-backoff", 0, "agents' first retry delay after a failure (default: interval/10)")
-	f.DurationVar(&cfg.MaxBackoff, "max-backoff", 0, "agents' longest retry delay (default: one interval)")
 	f.DurationVar(&cfg.SaturateFor, "saturate", 0, "length of a phase sending heartbeats back to back (0: none)")
 	f.IntVar(&cfg.Concurrency, "concurrency", 64, "workers in the saturated phase")
 	return cmd
