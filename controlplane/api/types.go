@@ -190,13 +190,24 @@ type EnrollmentTokenRequest struct {
 	Workspace  string `json:"workspace,omitempty"`
 	Channel    string `json:"channel,omitempty"`
 	TTLSeconds int64  `json:"ttl_seconds,omitempty"`
+	// Uses is how many hosts the token may register (default 1, at most
+	// MaxEnrollmentUses). A re-registration presenting the host's token
+	// uses none.
+	Uses int64 `json:"uses,omitempty"`
+	// MachineID, when set, binds the token to that one machine.
+	MachineID string `json:"machine_id,omitempty"`
 }
+
+// MaxEnrollmentUses is the most uses one enrollment token can have.
+const MaxEnrollmentUses = 10000
 
 // EnrollmentTokenResponse carries a new enrollment token, once.
 type EnrollmentTokenResponse struct {
 	ID        string    `json:"id"`
 	Token     string    `json:"token"`
 	ExpiresAt time.Time `json:"expires_at"`
+	Uses      int64     `json:"uses"`
+	MachineID string    `json:"machine_id,omitempty"`
 }
 
 // Host is a host as the admin API shows it.
@@ -237,6 +248,10 @@ type Event struct {
 	Type   string    `json:"type"`
 	Detail string    `json:"detail,omitempty"`
 	At     time.Time `json:"at"`
+	// Count is how many times it happened (coalesced repeats), LastAt the
+	// last time; both omitted for a single occurrence.
+	Count  int64     `json:"count,omitempty"`
+	LastAt time.Time `json:"last_at,omitzero"`
 }
 
 // EventList is the reply to GET /v1/admin/events.

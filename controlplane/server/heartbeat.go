@@ -68,8 +68,10 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	var req api.HeartbeatRequest
 	if !same {
 		rerr = decodeStrict(b, &req)
-		if rerr == nil && len(req.Units) > 256 {
-			rerr = &reqError{http.StatusBadRequest, "units: at most 256", "units"}
+		if rerr == nil {
+			if e := api.ValidateHeartbeat(req); e != nil {
+				rerr = &reqError{http.StatusBadRequest, e.Error(), e.Field}
+			}
 		}
 		if rerr != nil {
 			writeError(w, rerr.code, rerr.msg, rerr.field)
