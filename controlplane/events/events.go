@@ -27,11 +27,19 @@ const (
 	KindRolloutHalted     = "rollout_halted"
 	KindRolloutCompleted  = "rollout_completed"
 	KindRolloutRolledBack = "rollout_rolled_back"
+	// KindRegisterRefused audits a refused registration of a known host
+	// (another org's proof, a used-up enrollment token, a stale token).
+	KindRegisterRefused = store.EventRegisterRefused
+	// KindTunnelMismatch: a host reported a tunnel other than its org's.
+	KindTunnelMismatch = store.EventTunnelMismatch
+	// KindEventsSuppressed counts a host's events dropped over its budget.
+	KindEventsSuppressed = store.EventSuppressed
 )
 
 // Kinds lists every event kind.
 var Kinds = []string{KindRegistered, KindOnline, KindOffline, KindDeprovisioned, KindTunnelNotReady, KindUnitFailed,
-	KindUpdateCommitted, KindUpdateRolledBack, KindRolloutStarted, KindRolloutHalted, KindRolloutCompleted, KindRolloutRolledBack}
+	KindUpdateCommitted, KindUpdateRolledBack, KindRolloutStarted, KindRolloutHalted, KindRolloutCompleted, KindRolloutRolledBack,
+	KindRegisterRefused, KindTunnelMismatch, KindEventsSuppressed}
 
 // Event is an event as the feed serves it and webhooks receive it.
 type Event struct {
@@ -43,6 +51,10 @@ type Event struct {
 	// TunnelID is set on a deprovision event: the Cloudflare tunnel (and
 	// its DNS record) the provisioner must delete.
 	TunnelID string `json:"tunnel_id,omitempty"`
+	// Count is how many times it happened when repeats were coalesced
+	// (omitted for one), LastAt the last time.
+	Count  int64     `json:"count,omitempty"`
+	LastAt time.Time `json:"last_at,omitzero"`
 }
 
 // Page is the reply to GET /v1/events?since=&limit=.
@@ -56,6 +68,9 @@ type Page struct {
 // FromStore converts a stored event.
 func FromStore(e store.Event) Event {
 	out := Event{ID: e.ID, Kind: e.Type, HostID: e.HostID, Detail: e.Detail, At: e.At.UTC()}
+	if e.Count > 1 {
+		out.Count, out.LastAt = e.Count, e.LastAt.UTC()
+	}
 	if e.Type == KindDeprovisioned {
 		// The store records the tunnel as "tunnel <id>".
 		if id, ok := strings.CutPrefix(e.Detail, "tunnel "); ok {

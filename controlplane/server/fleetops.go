@@ -40,6 +40,10 @@ type FleetOpsConfig struct {
 	Webhook events.Dispatcher
 	// SecureCookie marks the dashboard session cookie Secure (behind TLS).
 	SecureCookie bool
+	// Events bounds the stored events (zero fields: store defaults);
+	// TrimEvery is how often they are trimmed (default 1m).
+	Events    store.EventPolicy
+	TrimEvery time.Duration
 }
 
 // fleetOps is the server's rollouts, event watcher, webhooks and dashboard.
@@ -60,6 +64,7 @@ type fleetOps struct {
 func (s *Server) initFleetOps(ctx context.Context) error {
 	cfg := s.cfg.Fleet
 	f := &fleetOps{watch: events.NewWatcher(cfg.TunnelWindow), replies: map[string][]byte{}}
+	s.store.SetEventPolicy(cfg.Events)
 	m, err := rollout.New(ctx, rollout.Options{
 		Store: s.store, Hosts: s.channelHosts, ChannelChanged: s.setChannel, Emit: s.addEvents,
 		Defaults: cfg.Rollout, Logger: s.log.With("component", "rollout"), Now: s.cfg.Now,
@@ -172,6 +177,8 @@ func (s *Server) startFleetOps(ctx context.Context) (wait func()) {
 			}
 		}
 	})
+	ret := events.Retention{Store: s.store, Every: s.cfg.Fleet.TrimEvery, Now: s.cfg.Now, Logger: s.log.With("component", "retention")}
+	wg.Go(func() { ret.Run(ctx) })
 	if len(s.cfg.Fleet.Hooks) > 0 {
 		d := s.cfg.Fleet.Webhook
 		d.Feed, d.Hooks = s.store, s.cfg.Fleet.Hooks

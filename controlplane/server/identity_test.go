@@ -29,6 +29,7 @@ func backends(t *testing.T, fn func(t *testing.T, dsn string)) {
 }
 
 type cpUnderTest struct {
+	clock *clock
 	st    store.Store
 	srv   *Server
 	admin *api.Client
@@ -41,13 +42,14 @@ func startCP(t *testing.T, dsn string) *cpUnderTest {
 	if err != nil {
 		t.Fatal(err)
 	}
+	clk := &clock{t: time.Now()}
 	srv, err := New(context.Background(), Config{Store: st, AdminToken: secret.New(adminToken), Interval: time.Second,
-		FlushWindow: time.Second, HostRate: 100, HostBurst: 100})
+		FlushWindow: time.Second, HostRate: 100, HostBurst: 100, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	hs := httptest.NewServer(srv.Handler())
-	c := &cpUnderTest{st: st, srv: srv}
+	c := &cpUnderTest{clock: clk, st: st, srv: srv}
 	c.admin, _ = api.New(api.Options{BaseURL: hs.URL, AdminToken: secret.New(adminToken), RetryMax: -1})
 	c.agent, _ = api.New(api.Options{BaseURL: hs.URL, RetryMax: -1})
 	t.Cleanup(func() {
