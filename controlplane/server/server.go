@@ -100,6 +100,8 @@ type Server struct {
 
 	regMu [64]sync.Mutex
 
+	probedAt atomic.Uint64 // store write count at the last storage check
+
 	fleet *fleetOps
 }
 
@@ -192,9 +194,7 @@ func (s *Server) routes() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+api.PathRegister, s.instrument("register", s.handleRegister))
 	mux.HandleFunc("POST /v1/hosts/{id}/heartbeat", s.instrument("heartbeat", s.handleHeartbeat))
-	mux.HandleFunc("GET "+api.PathHealthz, s.instrument("healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "sweeper": s.Leader(), "mass_silence": s.inMass.Load()})
-	}))
+	mux.HandleFunc("GET "+api.PathHealthz, s.instrument("healthz", s.handleHealthz))
 	mux.Handle("GET "+api.PathMetrics, promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
 	admin := func(route string, h http.HandlerFunc) http.HandlerFunc { return s.instrument(route, s.requireAdmin(h)) }
 	mux.HandleFunc("PUT /v1/admin/instances/{instance_id}", admin("admin_declare", s.handleDeclare))
@@ -245,6 +245,7 @@ func (s *Server) Run(ctx context.Context) error {
 			if err := s.flush(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("flush live state failed; retrying next window", "err", err)
 			}
+			s.checkStorage(ctx)
 			if s.shared != nil {
 				s.refreshChannels(ctx)
 			}

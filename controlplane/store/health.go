@@ -19,7 +19,8 @@ var ErrReadOnly = errors.New("the database is read-only: for SQLite make the dat
 
 // ErrStorage: the database cannot take writes (disk full, I/O error, lost
 // connection). The control plane keeps serving from memory and retries.
-var ErrStorage = errors.New("storage writes are failing")
+var ErrStorage = errors.New("storage writes are failing (free disk space, fix the I/O error or restore the database " +
+	"connection; live state waits in memory and is written once storage takes writes again)")
 
 // writeHealth remembers the last storage fault until a write succeeds.
 type writeHealth struct {
