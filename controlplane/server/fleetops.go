@@ -88,7 +88,7 @@ func (s *Server) initFleetOps(ctx context.Context) error {
 	}
 	f.dash = dashboard.New(dashboard.Options{
 		Source: dashSource{s}, AdminToken: s.cfg.AdminToken, Logger: s.log.With("component", "dashboard"),
-		Now: s.cfg.Now, SecureCookie: cfg.SecureCookie, Refresh: 5 * time.Second,
+		Now: s.cfg.Now, SecureCookie: cfg.SecureCookie, Refresh: 5 * time.Second, Throttle: s.store,
 	})
 	s.fleet = f
 	return nil
