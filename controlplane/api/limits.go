@@ -1,6 +1,8 @@
 package api
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -200,4 +202,90 @@ func ClampHeartbeat(h HeartbeatRequest) HeartbeatRequest {
 		h.Updates = ups
 	}
 	return h
+}
+
+// InvalidUTF8Field returns the JSON path (e.g. units[0].detail) of the first
+// string in body that is not valid UTF-8, "body" when the invalid bytes are
+// not in a string, or "" when body is valid UTF-8. (Decoding JSON would
+// silently turn invalid bytes into U+FFFD, so the raw body is checked.)
+func InvalidUTF8Field(body []byte) string {
+	bad := firstInvalid(body)
+	if bad < 0 {
+		return ""
+	}
+	type frame struct {
+		arr     bool
+		idx     int
+		key     string
+		wantKey bool
+	}
+	var stack []frame
+	path := func() string {
+		var b strings.Builder
+		for i, f := range stack {
+			switch {
+			case f.arr:
+				b.WriteString("[" + strconv.Itoa(f.idx) + "]")
+			case i > 0:
+				b.WriteString("." + f.key)
+			default:
+				b.WriteString(f.key)
+			}
+		}
+		return b.String()
+	}
+	advance := func() {
+		if n := len(stack); n > 0 {
+			if stack[n-1].arr {
+				stack[n-1].idx++
+			} else {
+				stack[n-1].wantKey = true
+			}
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "body"
+		}
+		end := int(dec.InputOffset())
+		if d, ok := tok.(json.Delim); ok {
+			switch d {
+			case '{':
+				stack = append(stack, frame{wantKey: true})
+			case '[':
+				stack = append(stack, frame{arr: true})
+			default:
+				stack = stack[:len(stack)-1]
+				advance()
+			}
+			continue
+		}
+		if n := len(stack); n > 0 && !stack[n-1].arr && stack[n-1].wantKey {
+			stack[n-1].key, stack[n-1].wantKey = fmt.Sprint(tok), false
+			if end > bad {
+				return path()
+			}
+			continue
+		}
+		if end > bad {
+			if p := path(); p != "" {
+				return p
+			}
+			return "body"
+		}
+		advance()
+	}
+}
+
+func firstInvalid(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
 }

@@ -67,6 +67,10 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 	// decoding it again (the common case: nothing changed on the host).
 	var req api.HeartbeatRequest
 	if !same {
+		if f := api.InvalidUTF8Field(b); f != "" {
+			writeError(w, http.StatusBadRequest, f+": not valid UTF-8", f)
+			return
+		}
 		rerr = decodeStrict(b, &req)
 		if rerr == nil {
 			if e := api.ValidateHeartbeat(req); e != nil {

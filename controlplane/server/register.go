@@ -31,6 +31,9 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b, rerr := readBody(w, r)
+	if f := api.InvalidUTF8Field(b); rerr == nil && f != "" {
+		rerr = &reqError{http.StatusBadRequest, f + ": not valid UTF-8", f}
+	}
 	if rerr == nil {
 		var req api.RegisterRequest
 		if rerr = decodeStrict(b, &req); rerr == nil {
