@@ -259,6 +259,17 @@ type EventList struct {
 	Events []Event `json:"events"`
 }
 
+// OrgTunnel records the Cloudflare tunnel the provisioner created for an
+// org (PUT /v1/admin/orgs/{org}/tunnel). Heartbeats never change it; a
+// deprovision hands it out for deletion.
+type OrgTunnel struct {
+	Org      string `json:"org"`
+	TunnelID string `json:"tunnel_id"`
+}
+
+// PathAdminOrgs is the prefix of the per-org admin routes.
+const PathAdminOrgs = "/v1/admin/orgs"
+
 // ChannelImages sets the images of a channel (PUT /v1/admin/channels/{name}).
 type ChannelImages struct {
 	Images map[string]string `json:"images"`

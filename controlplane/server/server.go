@@ -204,6 +204,7 @@ func (s *Server) routes() {
 	mux.HandleFunc("POST /v1/admin/hosts/{id}/deprovision", admin("admin_deprovision", s.handleDeprovision))
 	mux.HandleFunc("GET "+api.PathAdminEvents, admin("admin_events", s.handleEvents))
 	mux.HandleFunc("PUT /v1/admin/channels/{name}", admin("admin_channel", s.handleSetChannel))
+	mux.HandleFunc("PUT "+api.PathAdminOrgs+"/{org}/tunnel", admin("admin_org_tunnel", s.handleBindTunnel))
 	s.fleetRoutes(mux, admin)
 	s.mux = mux
 }

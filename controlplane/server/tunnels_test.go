@@ -54,11 +54,11 @@ func TestTunnelIDIsTheOrgs(t *testing.T) {
 		report(acme, "tun-acme")    // the first report binds acme's tunnel
 		report(globex, "tun-acme")  // another org's tunnel: ignored, an event
 		report(acme2, "tun-forged") // not acme's tunnel: ignored, an event
-		if err := c.st.BindTunnel(ctx, "initech", "tun-initech", c.srv.cfg.Now()); err != nil {
+		if err := c.admin.BindOrgTunnel(ctx, api.OrgTunnel{Org: "initech", TunnelID: "tun-initech"}); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.st.BindTunnel(ctx, "globex", "tun-acme", c.srv.cfg.Now()); err == nil {
-			t.Error("BindTunnel gave globex acme's tunnel")
+		if err := c.admin.BindOrgTunnel(ctx, api.OrgTunnel{Org: "globex", TunnelID: "tun-acme"}); !isCode(err, 409) {
+			t.Errorf("binding acme's tunnel to globex err = %v, want 409", err)
 		}
 		report(initech, "tun-other") // not the provisioned one
 		for _, tt := range []struct {
