@@ -199,7 +199,7 @@ type EnrollmentTokenRequest struct {
 }
 
 // MaxEnrollmentUses is the most uses one enrollment token can have.
-const MaxEnrollmentUses = 10000
+const MaxEnrollmentUses = 1_000_000
 
 // EnrollmentTokenResponse carries a new enrollment token, once.
 type EnrollmentTokenResponse struct {

@@ -20,7 +20,8 @@ import (
 // defaults.
 type EventPolicy struct {
 	// HostBudget is how many rows one host may add per minute
-	// (default 30). Deprovision events are never dropped.
+	// (default 30). Deprovision, online and offline events are never
+	// dropped (the control plane itself bounds how often they happen).
 	HostBudget int
 	// CoalesceWindow: a repeat of a host's (type, subject) within it bumps
 	// the stored event (default 10m).
@@ -76,8 +77,12 @@ func (s *sqlStore) EventPolicy() EventPolicy {
 }
 
 // exempt events are never dropped by a budget: a deprovision carries the
-// tunnel to delete.
-func exempt(e Event) bool { return e.HostID == "" || e.Type == "removed" }
+// tunnel to delete, and the control plane judges online and offline itself
+// (at most one of each per offline window), so a mass silence of thousands
+// of hosts costs no budget lookups.
+func exempt(e Event) bool {
+	return e.HostID == "" || e.Type == "removed" || e.Type == "online" || e.Type == "offline"
+}
 
 // cut returns s cut to at most n bytes of valid UTF-8.
 func cut(s string, n int) string {
