@@ -110,3 +110,16 @@ func TestEventFloodStaysInBudget(t *testing.T) {
 		}
 	})
 }
+
+// TestPendingEventsBounded: while storage fails, the events waiting for a
+// flush stay under maxPending.
+func TestPendingEventsBounded(t *testing.T) {
+	f := newFixture(t)
+	evs := make([]store.Event, 1000)
+	for range maxPending/len(evs) + 5 {
+		f.srv.addEvents(evs...)
+	}
+	if n := len(f.srv.pendingEvents("")); n != maxPending {
+		t.Errorf("%d events pending, want the cap %d", n, maxPending)
+	}
+}

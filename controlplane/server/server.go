@@ -254,10 +254,19 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
+// maxPending bounds the events waiting for a flush (a storage outage under
+// an event flood); beyond it new events are dropped, counted in the log.
+const maxPending = 100_000
+
 func (s *Server) addEvents(evs ...store.Event) {
 	s.evMu.Lock()
-	s.pending = append(s.pending, evs...)
+	room := max(0, maxPending-len(s.pending))
+	dropped := max(0, len(evs)-room)
+	s.pending = append(s.pending, evs[:len(evs)-dropped]...)
 	s.evMu.Unlock()
+	if dropped > 0 {
+		s.log.Warn("events dropped: too many wait for storage", "dropped", dropped, "pending", maxPending)
+	}
 }
 
 // heartbeatReply returns the encoded heartbeat reply for a host of a
