@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
@@ -20,7 +21,11 @@ func TestTunnelIDIsTheOrgs(t *testing.T) {
 		c := startCP(t, dsn)
 		host := func(org, machine string) api.Registration {
 			t.Helper()
-			r, err := c.enroll(c.token(t, api.EnrollmentTokenRequest{Org: org, Role: "tenant"}), machine, "boot-1", secret.Secret{})
+			role := api.RoleTenant
+			if strings.HasPrefix(machine, "ws-") {
+				role = api.RoleWorkspace
+			}
+			r, err := c.enroll(c.token(t, api.EnrollmentTokenRequest{Org: org, Role: role}), machine, "boot-1", secret.Secret{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -54,6 +59,8 @@ func TestTunnelIDIsTheOrgs(t *testing.T) {
 		report(acme, "tun-acme")    // the first report binds acme's tunnel
 		report(globex, "tun-acme")  // another org's tunnel: ignored, an event
 		report(acme2, "tun-forged") // not acme's tunnel: ignored, an event
+		ws := host("acme", "ws-acme")
+		report(ws, "tun-acme") // only the tenant host runs the org's tunnel
 		if err := c.admin.BindOrgTunnel(ctx, api.OrgTunnel{Org: "initech", TunnelID: "tun-initech"}); err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +73,7 @@ func TestTunnelIDIsTheOrgs(t *testing.T) {
 			mismatches int
 			handedOut  string
 		}{
-			{globex, 1, ""}, {acme2, 1, ""}, {initech, 1, ""}, {acme, 0, "tun-acme"},
+			{globex, 1, ""}, {acme2, 1, ""}, {initech, 1, ""}, {ws, 1, ""}, {acme, 0, "tun-acme"},
 		} {
 			if got := mismatches(tt.h.HostID); got != tt.mismatches {
 				t.Errorf("host %s: %d tunnel_mismatch events, want %d", tt.h.HostID, got, tt.mismatches)

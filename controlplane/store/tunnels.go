@@ -8,6 +8,9 @@ import (
 	"time"
 )
 
+// roleTenant is the role whose host runs its org's tunnel.
+const roleTenant = "tenant"
+
 // EventTunnelMismatch is recorded when a host reports a tunnel other than
 // its org's.
 const EventTunnelMismatch = "tunnel_mismatch"
@@ -63,12 +66,13 @@ func orgTunnel(ctx context.Context, s *sqlStore, q queryer, org string) (string,
 }
 
 // reportTunnel records the tunnel a host reported at: the first report of
-// an org without a tunnel binds it (unless another org has it); the host's
-// tunnel_id becomes the org's once the host reports it; a different report
-// is a tunnel_mismatch event, once per change.
+// an org's tenant host, when the org has no tunnel, binds it (unless another
+// org has it); a tenant host's tunnel_id becomes the org's once it reports
+// it; a different report, or any from a host of another role (only the
+// tenant runs the org's tunnel), is a tunnel_mismatch event, once per change.
 func (s *sqlStore) reportTunnel(ctx context.Context, tx *sql.Tx, hostID, reported string, at time.Time) error {
-	var org, prev string
-	err := tx.QueryRowContext(ctx, s.q(`SELECT org, reported_tunnel_id FROM hosts WHERE id = ? AND status <> 'removed'`), hostID).Scan(&org, &prev)
+	var org, role, prev string
+	err := tx.QueryRowContext(ctx, s.q(`SELECT org, role, reported_tunnel_id FROM hosts WHERE id = ? AND status <> 'removed'`), hostID).Scan(&org, &role, &prev)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil
 	}
@@ -83,6 +87,10 @@ func (s *sqlStore) reportTunnel(ctx context.Context, tx *sql.Tx, hostID, reporte
 	}
 	if reported == "" {
 		return nil
+	}
+	if role != roleTenant {
+		return s.insertEvents(ctx, tx, []Event{{HostID: hostID, Type: EventTunnelMismatch, Subject: reported, At: at,
+			Detail: fmt.Sprintf("a %s host reported tunnel %s; only an org's tenant host runs its tunnel; ignored", role, reported)}})
 	}
 	recorded, err := orgTunnel(ctx, s, tx, org)
 	if errors.Is(err, ErrNotFound) {
