@@ -16,7 +16,7 @@ import (
 // a repeat of a subject (a unit failing again) within CoalesceWindow adds no
 // row; no row's detail exceeds MaxEventDetail bytes; the trimmer keeps at
 // most MaxRows rows, none older than MaxAge. So the table holds at most
-// MaxRows × (MaxEventDetail + ~200) bytes of events: about 100 MB with the
+// MaxRows × (MaxEventDetail + ~300) bytes of events: about 130 MB with the
 // defaults.
 type EventPolicy struct {
 	// HostBudget is how many rows one host may add per minute
