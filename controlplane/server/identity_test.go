@@ -198,3 +198,19 @@ func fieldOf(err error) string {
 	}
 	return ""
 }
+
+// enrollTenant registers the tenant host of an org of its own: the host
+// that runs, and reports, the org's tunnel.
+func (f *fixture) enrollTenant(machine string) api.Registration {
+	f.t.Helper()
+	tok, err := f.admin.CreateEnrollmentToken(context.Background(), api.EnrollmentTokenRequest{Org: "org-" + machine, Role: api.RoleTenant})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	r, err := f.agent.Register(context.Background(), api.Proof{EnrollmentToken: secret.New(tok.Token), MachineID: machine},
+		secret.Secret{}, api.RegisterRequest{AgentVersion: "1.0.0", BootID: "boot-" + machine})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return r
+}
