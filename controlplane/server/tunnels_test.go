@@ -61,6 +61,8 @@ func TestTunnelIDIsTheOrgs(t *testing.T) {
 		report(acme2, "tun-forged") // not acme's tunnel: ignored, an event
 		ws := host("acme", "ws-acme")
 		report(ws, "tun-acme") // only the tenant host runs the org's tunnel
+		solo := host("solo", "ws-solo")
+		report(solo, "tun-solo") // an org of workspace hosts only (development) binds it
 		if err := c.admin.BindOrgTunnel(ctx, api.OrgTunnel{Org: "initech", TunnelID: "tun-initech"}); err != nil {
 			t.Fatal(err)
 		}
@@ -73,7 +75,7 @@ func TestTunnelIDIsTheOrgs(t *testing.T) {
 			mismatches int
 			handedOut  string
 		}{
-			{globex, 1, ""}, {acme2, 1, ""}, {initech, 1, ""}, {ws, 1, ""}, {acme, 0, "tun-acme"},
+			{globex, 1, ""}, {acme2, 1, ""}, {initech, 1, ""}, {ws, 1, ""}, {acme, 0, "tun-acme"}, {solo, 0, "tun-solo"},
 		} {
 			if got := mismatches(tt.h.HostID); got != tt.mismatches {
 				t.Errorf("host %s: %d tunnel_mismatch events, want %d", tt.h.HostID, got, tt.mismatches)

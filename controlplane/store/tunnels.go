@@ -66,10 +66,12 @@ func orgTunnel(ctx context.Context, s *sqlStore, q queryer, org string) (string,
 }
 
 // reportTunnel records the tunnel a host reported at: the first report of
-// an org's tenant host, when the org has no tunnel, binds it (unless another
-// org has it); a tenant host's tunnel_id becomes the org's once it reports
-// it; a different report, or any from a host of another role (only the
-// tenant runs the org's tunnel), is a tunnel_mismatch event, once per change.
+// an org without a tunnel binds it (unless another org has it); the host's
+// tunnel_id becomes the org's once it reports it; a different report is a
+// tunnel_mismatch event, once per change. Only the tenant host runs its
+// org's tunnel: while the org has one, a report from a host of another role
+// binds nothing and is a mismatch (an org of workspace hosts only, as in
+// development, binds the first one's).
 func (s *sqlStore) reportTunnel(ctx context.Context, tx *sql.Tx, hostID, reported string, at time.Time) error {
 	var org, role, prev string
 	err := tx.QueryRowContext(ctx, s.q(`SELECT org, role, reported_tunnel_id FROM hosts WHERE id = ? AND status <> 'removed'`), hostID).Scan(&org, &role, &prev)
@@ -89,8 +91,15 @@ func (s *sqlStore) reportTunnel(ctx context.Context, tx *sql.Tx, hostID, reporte
 		return nil
 	}
 	if role != roleTenant {
-		return s.insertEvents(ctx, tx, []Event{{HostID: hostID, Type: EventTunnelMismatch, Subject: reported, At: at,
-			Detail: fmt.Sprintf("a %s host reported tunnel %s; only an org's tenant host runs its tunnel; ignored", role, reported)}})
+		var tenants int
+		if err := tx.QueryRowContext(ctx, s.q(`SELECT count(*) FROM hosts WHERE org = ? AND role = ? AND status <> 'removed'`),
+			org, roleTenant).Scan(&tenants); err != nil {
+			return fmt.Errorf("count tenant hosts of org %s: %w", org, err)
+		}
+		if tenants > 0 {
+			return s.insertEvents(ctx, tx, []Event{{HostID: hostID, Type: EventTunnelMismatch, Subject: reported, At: at,
+				Detail: fmt.Sprintf("a %s host reported tunnel %s; org %s's tenant host runs its tunnel; ignored", role, reported, org)}})
+		}
 	}
 	recorded, err := orgTunnel(ctx, s, tx, org)
 	if errors.Is(err, ErrNotFound) {
