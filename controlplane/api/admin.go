@@ -38,6 +38,11 @@ func (c *Client) CreateEnrollmentToken(ctx context.Context, r EnrollmentTokenReq
 	return out, err
 }
 
+// BindOrgTunnel records the tunnel provisioned for an org (admin).
+func (c *Client) BindOrgTunnel(ctx context.Context, t OrgTunnel) error {
+	return c.call(ctx, "bind org tunnel", http.MethodPut, PathAdminOrgs+"/"+url.PathEscape(t.Org)+"/tunnel", true, c.admin, t, nil)
+}
+
 // ListHosts lists hosts matching f (admin).
 func (c *Client) ListHosts(ctx context.Context, f HostFilter) ([]Host, error) {
 	var out HostList

@@ -57,6 +57,7 @@ func (c *Client) Register(ctx context.Context, proof Proof, current secret.Secre
 // register again; errors.Is(err, ErrGone) means the host was deprovisioned.
 func (c *Client) Heartbeat(ctx context.Context, hostID string, token secret.Secret, req HeartbeatRequest) (HeartbeatResponse, error) {
 	var resp HeartbeatResponse
+	req = ClampHeartbeat(req)
 	path := fmt.Sprintf(PathHeartbeatFmt, url.PathEscape(hostID))
 	err := c.call(ctx, "heartbeat", http.MethodPost, path, true, token, req, &resp)
 	return resp, err

@@ -201,13 +201,24 @@ type EnrollmentTokenRequest struct {
 	Workspace  string `json:"workspace,omitempty"`
 	Channel    string `json:"channel,omitempty"`
 	TTLSeconds int64  `json:"ttl_seconds,omitempty"`
+	// Uses is how many hosts the token may register (default 1, at most
+	// MaxEnrollmentUses). A re-registration presenting the host's token
+	// uses none.
+	Uses int64 `json:"uses,omitempty"`
+	// MachineID, when set, binds the token to that one machine.
+	MachineID string `json:"machine_id,omitempty"`
 }
+
+// MaxEnrollmentUses is the most uses one enrollment token can have.
+const MaxEnrollmentUses = 1_000_000
 
 // EnrollmentTokenResponse carries a new enrollment token, once.
 type EnrollmentTokenResponse struct {
 	ID        string    `json:"id"`
 	Token     string    `json:"token"`
 	ExpiresAt time.Time `json:"expires_at"`
+	Uses      int64     `json:"uses"`
+	MachineID string    `json:"machine_id,omitempty"`
 }
 
 // Host is a host as the admin API shows it.
@@ -248,12 +259,27 @@ type Event struct {
 	Type   string    `json:"type"`
 	Detail string    `json:"detail,omitempty"`
 	At     time.Time `json:"at"`
+	// Count is how many times it happened (coalesced repeats), LastAt the
+	// last time; both omitted for a single occurrence.
+	Count  int64     `json:"count,omitempty"`
+	LastAt time.Time `json:"last_at,omitzero"`
 }
 
 // EventList is the reply to GET /v1/admin/events.
 type EventList struct {
 	Events []Event `json:"events"`
 }
+
+// OrgTunnel records the Cloudflare tunnel the provisioner created for an
+// org (PUT /v1/admin/orgs/{org}/tunnel). Heartbeats never change it; a
+// deprovision hands it out for deletion.
+type OrgTunnel struct {
+	Org      string `json:"org"`
+	TunnelID string `json:"tunnel_id"`
+}
+
+// PathAdminOrgs is the prefix of the per-org admin routes.
+const PathAdminOrgs = "/v1/admin/orgs"
 
 // ChannelImages sets the images of a channel (PUT /v1/admin/channels/{name}).
 type ChannelImages struct {
@@ -279,6 +305,10 @@ type FeedEvent struct {
 	// TunnelID is set on a deprovision event: the Cloudflare tunnel (and
 	// its DNS record) the provisioner must delete.
 	TunnelID string `json:"tunnel_id,omitempty"`
+	// Count is how many times it happened when repeats were coalesced
+	// (omitted for one), LastAt the last time.
+	Count  int64     `json:"count,omitempty"`
+	LastAt time.Time `json:"last_at,omitzero"`
 }
 
 // EventPage is the reply to GET /v1/events?since=&limit=.

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/events"
 	"github.com/molecule-ai/molecule-agent/controlplane/rollout"
+	"github.com/molecule-ai/molecule-agent/controlplane/store"
 )
 
 // Path is where the dashboard is mounted.
@@ -54,6 +56,14 @@ type Options struct {
 	Refresh time.Duration
 	// SecureCookie adds Secure to the cookie (serve behind TLS).
 	SecureCookie bool
+	// Throttle keeps the failed-login buckets; the control plane passes its
+	// store, so every replica sees the same ones. Default: in this process.
+	Throttle Throttle
+	// PerAddress and PerAccount size the failed-login buckets of one
+	// source address (default 10, refilled one a minute) and of the admin
+	// account from everywhere (default 1,000, refilled 100 a minute: an
+	// attacker needs over a hundred addresses to lock the operator out).
+	PerAddress, PerAccount store.Bucket
 }
 
 // Dashboard serves the page, the login and the logout.
@@ -65,15 +75,7 @@ type Dashboard struct {
 	mu     sync.Mutex
 	sess   map[[32]byte]time.Time // hash of session ID -> expiry
 	maxSes int
-	// fails is a bucket of failed logins allowed (refilled one a minute up
-	// to maxFails) so the admin token cannot be guessed at speed.
-	fails    float64
-	failedAt time.Time
 }
-
-// maxFails is how many failed logins in a row are allowed before the
-// login form answers 429 for a while.
-const maxFails = 10
 
 //go:embed templates/*.html
 var templates embed.FS
@@ -94,11 +96,13 @@ func New(o Options) *Dashboard {
 	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	return &Dashboard{
+	d := &Dashboard{
 		o: o, admin: sha256.Sum256([]byte(o.AdminToken.Reveal())), csrf: key,
 		tmpl: template.Must(template.New("").Funcs(funcs).ParseFS(templates, "templates/*.html")),
-		sess: map[[32]byte]time.Time{}, maxSes: 1000, fails: maxFails,
+		sess: map[[32]byte]time.Time{}, maxSes: 1000,
 	}
+	d.initThrottle()
+	return d
 }
 
 // ServeHTTP routes /dashboard, /dashboard/login and /dashboard/logout.
@@ -168,25 +172,25 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := d.o.Now()
-	d.mu.Lock()
-	if !d.failedAt.IsZero() {
-		d.fails = min(maxFails, d.fails+now.Sub(d.failedAt).Minutes())
-		d.failedAt = now
+	buckets := d.buckets(r)
+	wait, err := d.o.Throttle.Throttled(r.Context(), buckets, now)
+	if err != nil {
+		d.o.Logger.Error("read login throttle", "err", err)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		d.render(w, "login.html", map[string]any{"Error": "Sign-in is unavailable while storage fails; try again shortly."})
+		return
 	}
-	throttled := d.fails < 1
-	d.mu.Unlock()
-	if throttled {
-		w.Header().Set("Retry-After", "60")
+	if wait > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
 		w.WriteHeader(http.StatusTooManyRequests)
 		d.render(w, "login.html", map[string]any{"Error": "Too many failed sign-ins; try again in a minute."})
 		return
 	}
 	got := sha256.Sum256([]byte(r.PostForm.Get("token")))
 	if subtle.ConstantTimeCompare(got[:], d.admin[:]) != 1 {
-		d.mu.Lock()
-		d.fails--
-		d.failedAt = now
-		d.mu.Unlock()
+		if err := d.o.Throttle.Charge(r.Context(), buckets, now); err != nil {
+			d.o.Logger.Error("charge login throttle", "err", err)
+		}
 		d.o.Logger.Warn("dashboard login refused", "remote", r.RemoteAddr)
 		w.WriteHeader(http.StatusUnauthorized)
 		d.render(w, "login.html", map[string]any{"Error": "That is not the admin token."})

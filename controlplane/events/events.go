@@ -27,11 +27,19 @@ const (
 	KindRolloutHalted     = "rollout_halted"
 	KindRolloutCompleted  = "rollout_completed"
 	KindRolloutRolledBack = "rollout_rolled_back"
+	// KindRegisterRefused audits a refused registration of a known host
+	// (another org's proof, a used-up enrollment token, a stale token).
+	KindRegisterRefused = store.EventRegisterRefused
+	// KindTunnelMismatch: a host reported a tunnel other than its org's.
+	KindTunnelMismatch = store.EventTunnelMismatch
+	// KindEventsSuppressed counts a host's events dropped over its budget.
+	KindEventsSuppressed = store.EventSuppressed
 )
 
 // Kinds lists every event kind.
 var Kinds = []string{KindRegistered, KindOnline, KindOffline, KindDeprovisioned, KindTunnelNotReady, KindUnitFailed,
-	KindUpdateCommitted, KindUpdateRolledBack, KindRolloutStarted, KindRolloutHalted, KindRolloutCompleted, KindRolloutRolledBack}
+	KindUpdateCommitted, KindUpdateRolledBack, KindRolloutStarted, KindRolloutHalted, KindRolloutCompleted, KindRolloutRolledBack,
+	KindRegisterRefused, KindTunnelMismatch, KindEventsSuppressed}
 
 // Event is an event as the feed serves it and webhooks receive it (the
 // wire type api.FeedEvent).
@@ -43,6 +51,9 @@ type Page = api.EventPage
 // FromStore converts a stored event.
 func FromStore(e store.Event) Event {
 	out := Event{ID: e.ID, Kind: e.Type, HostID: e.HostID, Detail: e.Detail, At: e.At.UTC()}
+	if e.Count > 1 {
+		out.Count, out.LastAt = e.Count, e.LastAt.UTC()
+	}
 	if e.Type == KindDeprovisioned {
 		// The store records the tunnel as "tunnel <id>".
 		if id, ok := strings.CutPrefix(e.Detail, "tunnel "); ok {

@@ -50,15 +50,17 @@ func (w *Watcher) Observe(hostID string, now time.Time, rep *api.HeartbeatReques
 	units := make(map[string]string, len(rep.Units))
 	updates := make(map[string]string, len(rep.Updates))
 	var out []store.Event
-	ev := func(kind, detail string) {
+	// subject: repeats of the same kind for the same unit coalesce in the
+	// store into one event with a count (see store.EventPolicy).
+	ev := func(kind, subject, detail string) {
 		if seen {
-			out = append(out, store.Event{HostID: hostID, Type: kind, Detail: detail, At: now})
+			out = append(out, store.Event{HostID: hostID, Type: kind, Subject: subject, Detail: detail, At: now})
 		}
 	}
 	for _, u := range rep.Units {
 		units[u.Name] = u.State
 		if u.State == api.UnitFailed && v.units[u.Name] != api.UnitFailed {
-			ev(KindUnitFailed, fmt.Sprintf("unit %s failed after %d restarts: %s", u.Name, u.Restarts, u.Detail))
+			ev(KindUnitFailed, u.Name, fmt.Sprintf("unit %s failed after %d restarts: %s", u.Name, u.Restarts, u.Detail))
 		}
 	}
 	for _, up := range rep.Updates {
@@ -69,9 +71,9 @@ func (w *Watcher) Observe(hostID string, now time.Time, rep *api.HeartbeatReques
 		}
 		switch up.Phase {
 		case "committed":
-			ev(KindUpdateCommitted, fmt.Sprintf("unit %s now runs %s", up.Unit, up.Digest))
+			ev(KindUpdateCommitted, up.Unit+" "+up.Digest, fmt.Sprintf("unit %s now runs %s", up.Unit, up.Digest))
 		case "rolled_back":
-			ev(KindUpdateRolledBack, fmt.Sprintf("unit %s rolled back from %s: %s", up.Unit, up.Digest, up.Detail))
+			ev(KindUpdateRolledBack, up.Unit+" "+up.Digest, fmt.Sprintf("unit %s rolled back from %s: %s", up.Unit, up.Digest, up.Detail))
 		}
 	}
 	v.units, v.updates = units, updates
@@ -95,7 +97,7 @@ func (w *Watcher) Sweep(now time.Time) []store.Event {
 			continue
 		}
 		v.reported = true
-		out = append(out, store.Event{HostID: id, Type: KindTunnelNotReady,
+		out = append(out, store.Event{HostID: id, Type: KindTunnelNotReady, Subject: "tunnel",
 			Detail: fmt.Sprintf("tunnel has had no ready connection since %s", v.tunnelDown.UTC().Format(time.RFC3339)), At: now})
 	}
 	return out

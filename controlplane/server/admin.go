@@ -86,16 +86,23 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 		}
 		ttl = time.Duration(req.TTLSeconds) * time.Second
 	}
+	if req.Uses == 0 {
+		req.Uses = 1
+	}
+	if e := api.ValidateEnrollmentToken(req); e != nil {
+		writeError(w, http.StatusBadRequest, e.Error(), e.Field)
+		return
+	}
 	now := s.cfg.Now()
 	tok, hash := attest.NewToken(attest.EnrollmentTokenPrefix)
 	et := store.EnrollmentToken{ID: uuid.NewString(), Hash: hash, Org: req.Org, Role: req.Role, Workspace: req.Workspace,
-		Channel: req.Channel, ExpiresAt: now.Add(ttl), CreatedAt: now}
+		Channel: req.Channel, ExpiresAt: now.Add(ttl), CreatedAt: now, MaxUses: req.Uses, MachineID: req.MachineID}
 	if err := s.store.CreateEnrollmentToken(r.Context(), et); err != nil {
 		s.internal(w, "create enrollment token", err)
 		return
 	}
 	s.log.Info("enrollment token created", "id", et.ID, "org", et.Org, "role", et.Role, "expires", et.ExpiresAt)
-	writeJSON(w, http.StatusCreated, api.EnrollmentTokenResponse{ID: et.ID, Token: tok, ExpiresAt: et.ExpiresAt})
+	writeJSON(w, http.StatusCreated, api.EnrollmentTokenResponse{ID: et.ID, Token: tok, ExpiresAt: et.ExpiresAt, Uses: et.MaxUses, MachineID: et.MachineID})
 }
 
 // apiHost converts a stored host, overlaid with its live state.
@@ -112,8 +119,8 @@ func (s *Server) apiHost(h store.Host) api.Host {
 		if st.lastSeen.After(out.LastSeen) {
 			out.LastSeen = st.lastSeen.UTC()
 		}
-		if st.report != nil {
-			report, out.TunnelID, out.AgentVersion = st.report, st.tunnelID, st.version
+		if st.report != nil { // the tunnel stays the stored one: see store.Tunnels
+			report, out.AgentVersion = st.report, st.version
 		}
 		st.mu.Unlock()
 	}
@@ -216,7 +223,16 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	evs = evs[max(0, len(evs)-limit):]
 	out := api.EventList{Events: []api.Event{}}
 	for _, e := range evs {
-		out.Events = append(out.Events, api.Event{ID: e.ID, HostID: e.HostID, Type: e.Type, Detail: e.Detail, At: e.At})
+		out.Events = append(out.Events, apiEvent(e))
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// apiEvent converts a stored event; a coalesced one carries its count.
+func apiEvent(e store.Event) api.Event {
+	out := api.Event{ID: e.ID, HostID: e.HostID, Type: e.Type, Detail: e.Detail, At: e.At}
+	if e.Count > 1 {
+		out.Count, out.LastAt = e.Count, e.LastAt
+	}
+	return out
 }

@@ -23,7 +23,7 @@ type DashboardConfig struct {
 func (s *Server) initDashboard() {
 	s.dash = dashboard.New(dashboard.Options{
 		Source: dashSource{s}, AdminToken: s.cfg.AdminToken, Logger: s.log.With("component", "dashboard"),
-		Now: s.cfg.Now, SecureCookie: s.cfg.Dashboard.SecureCookie, Refresh: 5 * time.Second,
+		Now: s.cfg.Now, SecureCookie: s.cfg.Dashboard.SecureCookie, Refresh: 5 * time.Second, Throttle: s.store,
 	})
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 	"github.com/molecule-ai/molecule-agent/controlplane/events"
+	"github.com/molecule-ai/molecule-agent/controlplane/store"
 )
 
 // EventsConfig configures derived events and webhooks. The zero value
@@ -21,9 +22,16 @@ type EventsConfig struct {
 	// Hooks are set by the server).
 	Hooks   []events.Hook
 	Webhook events.Dispatcher
+	// Policy bounds the stored events (zero fields: store defaults);
+	// TrimEvery is how often they are trimmed (default 1m).
+	Policy    store.EventPolicy
+	TrimEvery time.Duration
 }
 
-func (s *Server) initEvents() { s.watch = events.NewWatcher(s.cfg.Events.TunnelWindow) }
+func (s *Server) initEvents() {
+	s.watch = events.NewWatcher(s.cfg.Events.TunnelWindow)
+	s.store.SetEventPolicy(s.cfg.Events.Policy)
+}
 
 // observe feeds a changed heartbeat to the rollouts and the event watcher.
 func (s *Server) observe(hostID string, now time.Time, req *api.HeartbeatRequest) {
@@ -33,8 +41,8 @@ func (s *Server) observe(hostID string, now time.Time, req *api.HeartbeatRequest
 	}
 }
 
-// startBackground runs the rollout ticks, the tunnel sweep and the webhook
-// dispatcher until ctx ends; the returned func waits for them.
+// startBackground runs the rollout ticks, the tunnel sweep, the event
+// retention and the webhook dispatcher until ctx ends; the returned func waits for them.
 func (s *Server) startBackground(ctx context.Context) (wait func()) {
 	tick := s.cfg.Rollouts.Tick
 	if tick <= 0 {
@@ -54,6 +62,8 @@ func (s *Server) startBackground(ctx context.Context) (wait func()) {
 			}
 		}
 	})
+	ret := events.Retention{Store: s.store, Every: s.cfg.Events.TrimEvery, Now: s.cfg.Now, Logger: s.log.With("component", "retention")}
+	wg.Go(func() { ret.Run(ctx) })
 	if len(s.cfg.Events.Hooks) > 0 {
 		d := s.cfg.Events.Webhook
 		d.Feed, d.Hooks = s.store, s.cfg.Events.Hooks

@@ -89,12 +89,15 @@ func (s *Server) readReport(w http.ResponseWriter, r *http.Request, h *hostState
 	if same {
 		return rep, nil
 	}
+	if f := api.InvalidUTF8Field(b); f != "" {
+		return rep, &reqError{http.StatusBadRequest, f + ": not valid UTF-8", f}
+	}
 	var req api.HeartbeatRequest
 	if rerr := decodeStrict(b, &req); rerr != nil {
 		return rep, rerr
 	}
-	if len(req.Units) > 256 {
-		return rep, &reqError{http.StatusBadRequest, "units: at most 256", "units"}
+	if e := api.ValidateHeartbeat(req); e != nil {
+		return rep, &reqError{http.StatusBadRequest, e.Error(), e.Field}
 	}
 	rep.req = &req
 	return rep, nil

@@ -45,7 +45,7 @@ func (f *fixture) hostStatus(id string) string {
 func TestLivenessFlushAndRestart(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	a, b := f.enroll("m-a"), f.enroll("m-b")
+	a, b := f.enrollTenant("m-a"), f.enrollTenant("m-b") // each reports its org's tunnel
 	for _, r := range []api.Registration{a, b} {
 		if _, err := f.agent.Heartbeat(ctx, r.HostID, r.HostToken, report("tun-"+r.HostID)); err != nil {
 			t.Fatal(err)
@@ -139,7 +139,7 @@ func TestLivenessFlushAndRestart(t *testing.T) {
 func TestHeartbeatErrors(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	r := f.enroll("m-1")
+	r := f.enrollTenant("m-1")
 	tok := r.HostToken.Reveal()
 	hb := "/v1/hosts/" + r.HostID + "/heartbeat"
 	tests := []struct {
@@ -329,7 +329,7 @@ func TestMetricsAndHealthz(t *testing.T) {
 func TestRunFlushesOnShutdown(t *testing.T) {
 	f := newFixture(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	r := f.enroll("m")
+	r := f.enrollTenant("m")
 	if _, err := f.agent.Heartbeat(context.Background(), r.HostID, r.HostToken, report("tun-final")); err != nil {
 		t.Fatal(err)
 	}

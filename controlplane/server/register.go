@@ -19,6 +19,9 @@ var idRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 type identity struct {
 	key                           string
 	org, role, workspace, channel string
+	// tokenID is the enrollment token's; attested: a fresh IMDS document.
+	tokenID  string
+	attested bool
 }
 
 func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
@@ -27,6 +30,9 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b, rerr := readBody(w, r)
+	if f := api.InvalidUTF8Field(b); rerr == nil && f != "" {
+		rerr = &reqError{http.StatusBadRequest, f + ": not valid UTF-8", f}
+	}
 	if rerr == nil {
 		var req api.RegisterRequest
 		if rerr = decodeStrict(b, &req); rerr == nil {
@@ -40,6 +46,9 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 
 func validateRegister(req api.RegisterRequest) *reqError {
 	bad := func(field, msg string) *reqError { return &reqError{http.StatusBadRequest, field + ": " + msg, field} }
+	if e := api.ValidateRegisterStrings(req); e != nil {
+		return bad(e.Field, e.Msg)
+	}
 	switch {
 	case (req.IdentityPKCS7 == "") == (req.EnrollmentToken == ""):
 		return bad("identity_pkcs7", "give exactly one proof: identity_pkcs7 (on EC2) or enrollment_token")
@@ -104,11 +113,15 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request, req api.Regist
 	h, created, serr := s.store.Register(r.Context(), store.Registration{
 		InstanceKey: id.key, NewHostID: uuid.NewString(), Org: id.org, Role: id.role, Workspace: id.workspace,
 		Channel: id.channel, BootID: req.BootID, AgentVersion: req.AgentVersion, Hostname: req.Hostname,
-		NewTokenHash: hash, PresentedTokenHash: presented, Now: now,
+		NewTokenHash: hash, PresentedTokenHash: presented, EnrollmentTokenID: id.tokenID, Attested: id.attested, Now: now,
 	})
 	switch {
 	case errors.Is(serr, store.ErrConflict):
 		return &reqError{http.StatusConflict, "instance already registered by another boot: present its current host_token, or deprovision the host", "host_token"}
+	case errors.Is(serr, store.ErrForeign):
+		return &reqError{http.StatusForbidden, "instance is registered to another org, role or workspace: deprovision that host first", "org"}
+	case errors.Is(serr, store.ErrTokenUsed):
+		return &reqError{http.StatusForbidden, "enrollment token already used: create a new one with POST " + api.PathAdminTokens, "enrollment_token"}
 	case errors.Is(serr, store.ErrRemoved):
 		return &reqError{http.StatusGone, "host deprovisioned", ""}
 	case serr != nil:
@@ -149,6 +162,7 @@ func (s *Server) attestIMDS(r *http.Request, req api.RegisterRequest, now time.T
 		return identity{}, &reqError{http.StatusForbidden, "IMDS attestation is not configured on this control plane (start it with --aws-cert)", "identity_pkcs7"}
 	}
 	doc, err := s.cfg.Verifier.Verify(req.IdentityPKCS7, req.IdentityDocument, now)
+	fresh := err == nil
 	switch {
 	case errors.Is(err, attest.ErrStale):
 		// Only a host that presents its current token may use an old document.
@@ -175,7 +189,7 @@ func (s *Server) attestIMDS(r *http.Request, req api.RegisterRequest, now time.T
 		s.log.Error("get declaration failed", "instance", doc.InstanceID, "err", err)
 		return identity{}, &reqError{http.StatusInternalServerError, "declaration lookup failed; retry", ""}
 	}
-	return identity{key: "ec2:" + doc.InstanceID, org: d.Org, role: d.Role, workspace: d.Workspace, channel: d.Channel}, nil
+	return identity{key: "ec2:" + doc.InstanceID, org: d.Org, role: d.Role, workspace: d.Workspace, channel: d.Channel, attested: fresh}, nil
 }
 
 func (s *Server) attestEnrollment(r *http.Request, req api.RegisterRequest, now time.Time) (identity, *reqError) {
@@ -191,5 +205,10 @@ func (s *Server) attestEnrollment(r *http.Request, req api.RegisterRequest, now 
 	if !attest.TokenMatches(t.Hash, req.EnrollmentToken) || now.After(t.ExpiresAt) {
 		return identity{}, denied
 	}
-	return identity{key: "enroll:" + req.MachineID, org: t.Org, role: t.Role, workspace: t.Workspace, channel: t.Channel}, nil
+	if t.MachineID != "" && t.MachineID != req.MachineID {
+		_ = s.store.Audit(r.Context(), store.Event{Type: store.EventRegisterRefused, Subject: "token " + t.ID, At: now,
+			Detail: "enrollment token " + t.ID + " is for machine " + t.MachineID + ", presented by machine " + req.MachineID})
+		return identity{}, &reqError{http.StatusForbidden, "machine_id: this enrollment token is for another machine", "machine_id"}
+	}
+	return identity{key: "enroll:" + req.MachineID, org: t.Org, role: t.Role, workspace: t.Workspace, channel: t.Channel, tokenID: t.ID}, nil
 }

@@ -106,6 +106,8 @@ type Server struct {
 	rollouts *rollout.Manager
 	watch    *events.Watcher
 	dash     *dashboard.Dashboard
+
+	probedAt atomic.Uint64 // store write count at the last storage check
 }
 
 // New loads the live table from the store and returns the server. The
@@ -195,9 +197,7 @@ func (s *Server) routes() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+api.PathRegister, s.instrument("register", s.handleRegister))
 	mux.HandleFunc("POST /v1/hosts/{id}/heartbeat", s.instrument("heartbeat", s.handleHeartbeat))
-	mux.HandleFunc("GET "+api.PathHealthz, s.instrument("healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "sweeper": s.Leader(), "mass_silence": s.inMass.Load()})
-	}))
+	mux.HandleFunc("GET "+api.PathHealthz, s.instrument("healthz", s.handleHealthz))
 	mux.Handle("GET "+api.PathMetrics, promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
 	admin := func(route string, h http.HandlerFunc) http.HandlerFunc { return s.instrument(route, s.requireAdmin(h)) }
 	mux.HandleFunc("PUT /v1/admin/instances/{instance_id}", admin("admin_declare", s.handleDeclare))
@@ -207,6 +207,7 @@ func (s *Server) routes() {
 	mux.HandleFunc("POST /v1/admin/hosts/{id}/deprovision", admin("admin_deprovision", s.handleDeprovision))
 	mux.HandleFunc("GET "+api.PathAdminEvents, admin("admin_events", s.handleEvents))
 	mux.HandleFunc("PUT /v1/admin/channels/{name}", admin("admin_channel", s.handleSetChannel))
+	mux.HandleFunc("PUT "+api.PathAdminOrgs+"/{org}/tunnel", admin("admin_org_tunnel", s.handleBindTunnel))
 	mux.HandleFunc("GET "+api.PathEvents, admin("events_feed", s.handleEventFeed))
 	s.rolloutRoutes(mux, admin)
 	dash := s.instrument("dashboard", s.dash.ServeHTTP)
@@ -245,6 +246,7 @@ func (s *Server) Run(ctx context.Context) error {
 			if err := s.lv.window(ctx, s.cfg.Now()); err != nil && ctx.Err() == nil {
 				s.log.Warn("flush live state failed; retrying next window", "err", err)
 			}
+			s.checkStorage(ctx)
 		}
 	}
 }
@@ -253,10 +255,19 @@ func (s *Server) Run(ctx context.Context) error {
 // alone, while it holds the sweeper lock among replicas.
 func (s *Server) Leader() bool { return s.lv.judges() }
 
+// maxPending bounds the events waiting for a flush (a storage outage under
+// an event flood); beyond it new events are dropped, counted in the log.
+const maxPending = 100_000
+
 func (s *Server) addEvents(evs ...store.Event) {
 	s.evMu.Lock()
-	s.pending = append(s.pending, evs...)
+	room := max(0, maxPending-len(s.pending))
+	dropped := max(0, len(evs)-room)
+	s.pending = append(s.pending, evs[:len(evs)-dropped]...)
 	s.evMu.Unlock()
+	if dropped > 0 {
+		s.log.Warn("events dropped: too many wait for storage", "dropped", dropped, "pending", maxPending)
+	}
 }
 
 // setChannel records a channel's new images; replies keyed by its old

@@ -218,7 +218,15 @@ func TestRegisterAttestation(t *testing.T) {
 			}
 			hosts1, events1 := f.countHostsAndEvents()
 			tx1 := f.store.Stats().WriteTx
-			if !tt.stores && (hosts1 != hosts0 || events1 != events0 || tx1 != tx0) {
+			// A refusal of a known instance writes its audit event, nothing else.
+			audit := 0
+			if tt.wantCode == http.StatusConflict {
+				audit = 1
+				if evs, _ := f.store.Events(context.Background(), "", 1); len(evs) != 1 || evs[0].Type != store.EventRegisterRefused {
+					t.Errorf("last event = %+v, want a %s audit event", evs, store.EventRegisterRefused)
+				}
+			}
+			if !tt.stores && (hosts1 != hosts0 || events1 != events0+audit || tx1 != tx0+uint64(audit)) {
 				t.Errorf("refused request stored something: hosts %d->%d events %d->%d transactions %d->%d", hosts0, hosts1, events0, events1, tx0, tx1)
 			}
 			if tt.stores && hosts1 != hosts0+1 {

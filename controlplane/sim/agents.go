@@ -89,7 +89,10 @@ func Enroll(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 	if err := f.newAgentClient(cfg.Interval); err != nil {
 		return nil, err
 	}
-	tok, err := f.admin.CreateEnrollmentToken(ctx, api.EnrollmentTokenRequest{Org: "sim", Role: api.RoleWorkspace, Channel: "stable"})
+	// One token enrolls the whole simulated fleet: tokens are single use
+	// unless asked otherwise.
+	tok, err := f.admin.CreateEnrollmentToken(ctx, api.EnrollmentTokenRequest{Org: "sim", Role: api.RoleWorkspace, Channel: "stable",
+		Uses: int64(min(cfg.Hosts, api.MaxEnrollmentUses))})
 	if err != nil {
 		tr.CloseIdleConnections()
 		return nil, fmt.Errorf("create enrollment token (is --admin-token right?): %w", err)

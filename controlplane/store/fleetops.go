@@ -111,23 +111,16 @@ func (s *sqlStore) EventsSince(ctx context.Context, since int64, limit int) ([]E
 	if limit <= 0 || limit > 10000 {
 		limit = 1000
 	}
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id, host_id, type, detail, at FROM events WHERE id > ? ORDER BY id LIMIT ?`), since, limit)
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+eventCols+` FROM events WHERE id > ? ORDER BY id LIMIT ?`), since, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list events since %d: %w", since, err)
 	}
-	defer func() { _ = rows.Close() }()
-	out := []Event{}
-	for rows.Next() {
-		var e Event
-		var at int64
-		if err := rows.Scan(&e.ID, &e.HostID, &e.Type, &e.Detail, &at); err != nil {
-			return nil, fmt.Errorf("list events since %d: %w", since, err)
-		}
-		e.At = fromMS(at)
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := scanEvents(rows)
+	if err != nil {
 		return nil, fmt.Errorf("list events since %d: %w", since, err)
+	}
+	if out == nil {
+		out = []Event{}
 	}
 	return out, nil
 }

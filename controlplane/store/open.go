@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	"github.com/pressly/goose/v3"
@@ -89,10 +90,20 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (Store, error) {
 	res, err := p.Up(ctx)
 	if err != nil {
 		_ = db.Close()
+		if kind := storageFault(err); kind != nil {
+			return nil, fmt.Errorf("run migrations: %w: %w", kind, err)
+		}
 		return nil, fmt.Errorf("run migrations: %w", err)
 	}
 	for _, r := range res {
 		log.Info("applied migration", "version", r.Source.Version, "duration", r.Duration)
 	}
-	return &sqlStore{db: db, d: d}, nil
+	s := &sqlStore{db: db, d: d}
+	// A database that opens but cannot write says so now, not at the first
+	// registration.
+	if err := s.Probe(ctx, time.Now()); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	return s, nil
 }

@@ -159,9 +159,12 @@ func (p *pgShared) flush(ctx context.Context, updates []LiveUpdate, events []Eve
 		}
 		for _, u := range updates {
 			if u.Report != "" {
-				if _, err := tx.ExecContext(ctx, `UPDATE hosts SET report = $1, tunnel_id = $2, agent_version = $3
-					WHERE id = $4 AND status <> 'removed'`, u.Report, u.TunnelID, u.AgentVersion, u.HostID); err != nil {
+				if _, err := tx.ExecContext(ctx, `UPDATE hosts SET report = $1, agent_version = $2
+					WHERE id = $3 AND status <> 'removed'`, u.Report, u.AgentVersion, u.HostID); err != nil {
 					return fmt.Errorf("flush report of host %s: %w", u.HostID, err)
+				}
+				if err := p.s.reportTunnel(ctx, tx, u.HostID, u.TunnelID, u.LastSeen); err != nil {
+					return err
 				}
 			}
 		}

@@ -16,6 +16,8 @@ type sqlStore struct {
 	db      *sql.DB
 	d       dialect
 	writeTx atomic.Uint64
+	policy  atomic.Pointer[EventPolicy]
+	health  writeHealth
 }
 
 // q rewrites ? placeholders to $n for PostgreSQL.
@@ -44,17 +46,17 @@ func fromMS(v int64) time.Time { return time.UnixMilli(v).UTC() }
 func (s *sqlStore) write(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
+		return s.noteWrite(fmt.Errorf("begin transaction: %w", err))
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
-		return err
+		return s.noteWrite(err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return s.noteWrite(fmt.Errorf("commit: %w", err))
 	}
 	s.writeTx.Add(1)
-	return nil
+	return s.noteWrite(nil)
 }
 
 func (s *sqlStore) Stats() Stats { return Stats{WriteTx: s.writeTx.Load()} }
@@ -91,36 +93,8 @@ func (s *sqlStore) GetDeclaration(ctx context.Context, instanceID string) (Decla
 	return d, nil
 }
 
-func (s *sqlStore) CreateEnrollmentToken(ctx context.Context, t EnrollmentToken) error {
-	return s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO enrollment_tokens
-			(id, token_hash, org, role, workspace, channel, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
-			t.ID, t.Hash, t.Org, t.Role, t.Workspace, t.Channel, ms(t.ExpiresAt), ms(t.CreatedAt))
-		if err != nil {
-			return fmt.Errorf("create enrollment token: %w", err)
-		}
-		return nil
-	})
-}
-
-func (s *sqlStore) EnrollmentTokenByHash(ctx context.Context, hash string) (EnrollmentToken, error) {
-	var t EnrollmentToken
-	var exp, created int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT id, token_hash, org, role, workspace, channel, expires_at, created_at
-		FROM enrollment_tokens WHERE token_hash = ?`), hash).
-		Scan(&t.ID, &t.Hash, &t.Org, &t.Role, &t.Workspace, &t.Channel, &exp, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return EnrollmentToken{}, ErrNotFound
-	}
-	if err != nil {
-		return EnrollmentToken{}, fmt.Errorf("get enrollment token: %w", err)
-	}
-	t.ExpiresAt, t.CreatedAt = fromMS(exp), fromMS(created)
-	return t, nil
-}
-
 const hostCols = `id, instance_key, org, role, workspace, channel, status, boot_id, agent_version, hostname,
-	tunnel_id, token_hash, report, registered_at, last_seen, updated_at`
+	tunnel_id, token_hash, report, registered_at, last_seen, updated_at, enrollment_token_id, reported_tunnel_id`
 
 type scanner interface{ Scan(...any) error }
 
@@ -128,60 +102,10 @@ func scanHost(r scanner) (Host, error) {
 	var h Host
 	var reg, seen, upd int64
 	err := r.Scan(&h.ID, &h.InstanceKey, &h.Org, &h.Role, &h.Workspace, &h.Channel, &h.Status, &h.BootID,
-		&h.AgentVersion, &h.Hostname, &h.TunnelID, &h.TokenHash, &h.Report, &reg, &seen, &upd)
+		&h.AgentVersion, &h.Hostname, &h.TunnelID, &h.TokenHash, &h.Report, &reg, &seen, &upd,
+		&h.EnrollmentTokenID, &h.ReportedTunnelID)
 	h.RegisteredAt, h.LastSeen, h.UpdatedAt = fromMS(reg), fromMS(seen), fromMS(upd)
 	return h, err
-}
-
-func (s *sqlStore) Register(ctx context.Context, r Registration) (Host, bool, error) {
-	var h Host
-	var created bool
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		var err error
-		h, err = scanHost(tx.QueryRowContext(ctx, s.q(`SELECT `+hostCols+` FROM hosts WHERE instance_key = ?`), r.InstanceKey))
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			created = true
-			h = Host{ID: r.NewHostID, InstanceKey: r.InstanceKey, Org: r.Org, Role: r.Role, Workspace: r.Workspace,
-				Channel: r.Channel, Status: StatusOnline, BootID: r.BootID, AgentVersion: r.AgentVersion,
-				Hostname: r.Hostname, TokenHash: r.NewTokenHash, RegisteredAt: r.Now, LastSeen: r.Now, UpdatedAt: r.Now}
-			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO hosts (`+hostCols+`)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-				h.ID, h.InstanceKey, h.Org, h.Role, h.Workspace, h.Channel, h.Status, h.BootID, h.AgentVersion,
-				h.Hostname, "", h.TokenHash, "", ms(r.Now), ms(r.Now), ms(r.Now)); err != nil {
-				return fmt.Errorf("insert host: %w", err)
-			}
-		case err != nil:
-			return fmt.Errorf("get host by instance: %w", err)
-		case h.Status == StatusRemoved:
-			return ErrRemoved
-		case h.BootID != r.BootID && (r.PresentedTokenHash == "" || r.PresentedTokenHash != h.TokenHash):
-			return ErrConflict
-		default:
-			h.BootID, h.AgentVersion, h.Hostname, h.TokenHash = r.BootID, r.AgentVersion, r.Hostname, r.NewTokenHash
-			h.Status, h.LastSeen, h.UpdatedAt = StatusOnline, r.Now, r.Now
-			if _, err := tx.ExecContext(ctx, s.q(`UPDATE hosts SET boot_id = ?, agent_version = ?, hostname = ?,
-				token_hash = ?, status = ?, last_seen = ?, updated_at = ? WHERE id = ?`),
-				h.BootID, h.AgentVersion, h.Hostname, h.TokenHash, h.Status, ms(r.Now), ms(r.Now), h.ID); err != nil {
-				return fmt.Errorf("update host: %w", err)
-			}
-		}
-		return s.insertEvents(ctx, tx, []Event{{HostID: h.ID, Type: "registered", Detail: "boot " + r.BootID, At: r.Now}})
-	})
-	if err != nil {
-		return Host{}, false, err
-	}
-	return h, created, nil
-}
-
-func (s *sqlStore) insertEvents(ctx context.Context, tx *sql.Tx, evs []Event) error {
-	for _, e := range evs {
-		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO events (host_id, type, detail, at) VALUES (?, ?, ?, ?)`),
-			e.HostID, e.Type, e.Detail, ms(e.At)); err != nil {
-			return fmt.Errorf("insert event: %w", err)
-		}
-	}
-	return nil
 }
 
 func (s *sqlStore) GetHost(ctx context.Context, id string) (Host, error) {
@@ -257,9 +181,12 @@ func (s *sqlStore) Flush(ctx context.Context, updates []LiveUpdate, events []Eve
 				}
 			}
 			if u.Report != "" {
-				if _, err := tx.ExecContext(ctx, s.q(`UPDATE hosts SET report = ?, tunnel_id = ?, agent_version = ?, updated_at = ?
-					WHERE id = ? AND status <> 'removed'`), u.Report, u.TunnelID, u.AgentVersion, ms(u.LastSeen), u.HostID); err != nil {
+				if _, err := tx.ExecContext(ctx, s.q(`UPDATE hosts SET report = ?, agent_version = ?, updated_at = ?
+					WHERE id = ? AND status <> 'removed'`), u.Report, u.AgentVersion, ms(u.LastSeen), u.HostID); err != nil {
 					return fmt.Errorf("flush report of host %s: %w", u.HostID, err)
+				}
+				if err := s.reportTunnel(ctx, tx, u.HostID, u.TunnelID, u.LastSeen); err != nil {
+					return err
 				}
 			}
 		}
@@ -281,10 +208,18 @@ func (s *sqlStore) Deprovision(ctx context.Context, id, tunnelID string, now tim
 		if h.Status == StatusRemoved {
 			return nil
 		}
-		h.Status, h.UpdatedAt = StatusRemoved, now
-		if tunnelID != "" {
-			h.TunnelID = tunnelID
+		if tunnelID != "" { // the live report, maybe newer than the last flush
+			if err := s.reportTunnel(ctx, tx, id, tunnelID, now); err != nil {
+				return err
+			}
+			if h, err = scanHost(tx.QueryRowContext(ctx, s.q(`SELECT `+hostCols+` FROM hosts WHERE id = ?`), id)); err != nil {
+				return fmt.Errorf("get host %s: %w", id, err)
+			}
 		}
+		if h.TunnelID, err = s.releaseTunnel(ctx, tx, h); err != nil {
+			return err
+		}
+		h.Status, h.UpdatedAt = StatusRemoved, now
 		if _, err := tx.ExecContext(ctx, s.q(`UPDATE hosts SET status = ?, updated_at = ?, tunnel_id = ? WHERE id = ?`), StatusRemoved, ms(now), h.TunnelID, id); err != nil {
 			return fmt.Errorf("deprovision host %s: %w", id, err)
 		}
@@ -297,23 +232,13 @@ func (s *sqlStore) Events(ctx context.Context, hostID string, limit int) ([]Even
 	if limit <= 0 || limit > 10000 {
 		limit = 1000
 	}
-	q := `SELECT id, host_id, type, detail, at FROM events WHERE (? = '' OR host_id = ?) ORDER BY id DESC LIMIT ?`
+	q := `SELECT ` + eventCols + ` FROM events WHERE (? = '' OR host_id = ?) ORDER BY id DESC LIMIT ?`
 	rows, err := s.db.QueryContext(ctx, s.q(q), hostID, hostID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
 	}
-	defer func() { _ = rows.Close() }()
-	var out []Event
-	for rows.Next() {
-		var e Event
-		var at int64
-		if err := rows.Scan(&e.ID, &e.HostID, &e.Type, &e.Detail, &at); err != nil {
-			return nil, fmt.Errorf("list events: %w", err)
-		}
-		e.At = fromMS(at)
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := scanEvents(rows)
+	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
 	}
 	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {

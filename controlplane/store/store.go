@@ -20,6 +20,11 @@ var (
 	ErrConflict = errors.New("instance already registered by another boot")
 	// ErrRemoved: the host was deprovisioned.
 	ErrRemoved = errors.New("host deprovisioned")
+	// ErrForeign: the instance is registered to another org, role or
+	// workspace than the proof is for. No proof re-binds it.
+	ErrForeign = errors.New("instance registered to another org, role or workspace")
+	// ErrTokenUsed: the enrollment token has no use left.
+	ErrTokenUsed = errors.New("enrollment token already used")
 )
 
 // Host statuses stored in hosts.status.
@@ -36,8 +41,12 @@ type Declaration struct {
 }
 
 // EnrollmentToken is an off-EC2 enrollment token; only its hash is kept.
+// It registers at most MaxUses new hosts (0: any number) and, when
+// MachineID is set, only that machine.
 type EnrollmentToken struct {
 	ID, Hash, Org, Role, Workspace, Channel string
+	MachineID                               string
+	MaxUses, Uses                           int64
 	ExpiresAt, CreatedAt                    time.Time
 }
 
@@ -45,8 +54,12 @@ type EnrollmentToken struct {
 type Host struct {
 	ID, InstanceKey, Org, Role, Workspace, Channel string
 	Status, BootID, AgentVersion, Hostname         string
-	TunnelID                                       string
-	TokenHash                                      string
+	// TunnelID is the org's recorded tunnel when the host reported it
+	// (see BindTunnel); ReportedTunnelID is what the host last reported.
+	TunnelID, ReportedTunnelID string
+	TokenHash                  string
+	// EnrollmentTokenID is the enrollment token that created the host.
+	EnrollmentTokenID string
 	// Report is the last heartbeat body that changed something (JSON).
 	Report                            string
 	RegisteredAt, LastSeen, UpdatedAt time.Time
@@ -63,6 +76,14 @@ type Event struct {
 	HostID, Type string
 	Detail       string
 	At           time.Time
+	// Subject, when set, makes repeats coalesce: an event of the same
+	// host, type and subject within the coalescing window bumps the stored
+	// one's Count and LastAt (and takes its Detail) instead of adding a row.
+	Subject string
+	// Count is how many times the event happened (1 unless coalesced);
+	// LastAt is the last time.
+	Count  int64
+	LastAt time.Time
 }
 
 // Registration is one attempt to register an instance.
@@ -76,7 +97,13 @@ type Registration struct {
 	NewTokenHash                   string
 	// PresentedTokenHash is the hash of the token the host presented, or "".
 	PresentedTokenHash string
-	Now                time.Time
+	// EnrollmentTokenID is the enrollment token presented ("" for IMDS): a
+	// new host uses one of its uses.
+	EnrollmentTokenID string
+	// Attested: the proof is a fresh IMDS attestation of this instance, so
+	// a retry of the same boot may re-bind the host without its token.
+	Attested bool
+	Now      time.Time
 }
 
 // LiveUpdate is what one flush writes for one host.
@@ -111,20 +138,37 @@ type Store interface {
 	GetDeclaration(ctx context.Context, instanceID string) (Declaration, error)
 	CreateEnrollmentToken(ctx context.Context, t EnrollmentToken) error
 	EnrollmentTokenByHash(ctx context.Context, hash string) (EnrollmentToken, error)
-	// Register creates the instance's host, or re-registers it when the boot
-	// is the same or the presented token is current (rotating the token);
-	// otherwise ErrConflict, or ErrRemoved for a deprovisioned host. It
-	// records an event. created reports whether the host is new.
+	// Register creates the instance's host, or re-binds it (rotating the
+	// token) when the presented token is current, or when the boot is the
+	// same and the proof is a fresh attestation or the enrollment token
+	// that created the host. It refuses a host of another org, role or
+	// workspace (ErrForeign), any other re-registration (ErrConflict), a
+	// used-up enrollment token (ErrTokenUsed) and a deprovisioned host
+	// (ErrRemoved). It records a "registered" event; a refusal changes
+	// nothing but records a "register_refused" audit event.
 	Register(ctx context.Context, r Registration) (h Host, created bool, err error)
+	// Audit records one event outside any other write (a refusal).
+	Audit(ctx context.Context, e Event) error
 	GetHost(ctx context.Context, id string) (Host, error)
 	ListHosts(ctx context.Context, f HostFilter) ([]Host, error)
 	// Flush writes a flush window's live state and events in one
 	// transaction. It never changes a removed host.
 	Flush(ctx context.Context, updates []LiveUpdate, events []Event) error
 	// Deprovision marks the host removed (idempotent) and returns it. A
-	// non-empty tunnelID is the live one (it may be newer than the last
-	// flush): it is saved and recorded in the removed event.
+	// non-empty tunnelID is the live report (it may be newer than the last
+	// flush); it is checked like a flushed one. The host's TunnelID, and the
+	// removed event, carry only the org's recorded tunnel, which is then
+	// released so the org's next host can bind a new one.
 	Deprovision(ctx context.Context, id, tunnelID string, now time.Time) (Host, error)
+	Tunnels
+	EventLog
+	// WriteHealth reports whether storage writes fail: the last storage
+	// fault (disk full, read-only, connection lost) when no write has
+	// succeeded since, else nil.
+	WriteHealth() error
+	// Probe makes one small write, to learn whether writes work.
+	Probe(ctx context.Context, now time.Time) error
+	Throttle
 	Events(ctx context.Context, hostID string, limit int) ([]Event, error)
 	SetChannelImages(ctx context.Context, name string, images map[string]string) (Channel, error)
 	Channels(ctx context.Context) ([]Channel, error)

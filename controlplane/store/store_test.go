@@ -51,7 +51,7 @@ var t0 = time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
 func reg(key, boot, tok, presented string) store.Registration {
 	return store.Registration{InstanceKey: key, NewHostID: "h-" + key + "-" + boot, Org: "acme", Role: "tenant",
 		Channel: "stable", BootID: boot, AgentVersion: "1.0", NewTokenHash: store.HashToken(tok),
-		PresentedTokenHash: presented, Now: t0}
+		PresentedTokenHash: presented, Attested: true, Now: t0}
 }
 
 func suite(t *testing.T, newDSN func(t *testing.T) string) {
@@ -145,7 +145,7 @@ func suite(t *testing.T, newDSN func(t *testing.T) string) {
 		for _, e := range evs {
 			types = append(types, e.Type)
 		}
-		if want := []string{"registered", "registered", "registered", "removed"}; !equal(types, want) {
+		if want := []string{"registered", "registered", "register_refused", "registered", "removed"}; !equal(types, want) {
 			t.Errorf("events = %v, want %v", types, want)
 		}
 	})
