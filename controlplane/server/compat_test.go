@@ -59,6 +59,11 @@ func TestPreviousAgentAgainstThisServer(t *testing.T) {
 	if _, ok := desired["revision"].(float64); !ok || images["platform"] != imgB {
 		t.Errorf("heartbeat reply %v: want desired.revision (number) and desired.images.platform = %s", beat, imgB)
 	}
+	// The tunnel ID reported becomes the org's at the flush (the first one
+	// reported binds it).
+	if err := f.srv.flush(context.Background(), f.srv.store.Flush); err != nil {
+		t.Fatal(err)
+	}
 	h, err := f.admin.GetHost(context.Background(), hostID)
 	if err != nil {
 		t.Fatal(err)
