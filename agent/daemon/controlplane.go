@@ -77,7 +77,7 @@ func bootID() (string, error) {
 // proof, heartbeats from the daemon's state, desired state into desired,
 // and on 410 every unit stopped and the agent idle.
 func newFleet(cfg *config.Config, store *secretstore.Store, log *slog.Logger, version string, d **Daemon, desired *Desired) (*heartbeat.Loop, error) {
-	client, err := api.New(api.Options{BaseURL: cfg.ControlPlane.URL, Logger: log})
+	client, err := api.New(api.Options{BaseURL: cfg.ControlPlane.URL, CAFile: cfg.ControlPlane.CAFile, Logger: log})
 	if err != nil {
 		return nil, err
 	}
