@@ -40,7 +40,10 @@ type Options struct {
 	// ProbeInterval is how often readiness is polled during an update
 	// (default 250 ms).
 	ProbeInterval time.Duration
-	Log           *slog.Logger
+	// HostAddr resolves a host address variable of the unit's ports
+	// (config.HostPrivateIP) when the unit starts; nil refuses such ports.
+	HostAddr func(ctx context.Context, name string) (string, error)
+	Log      *slog.Logger
 }
 
 // NewClient connects to the local engine (DOCKER_HOST or the default
@@ -142,6 +145,9 @@ func (d *Driver) CurrentImage() string {
 func (d *Driver) Start(ctx context.Context, env []string) (supervisor.Instance, error) {
 	d.op.Lock()
 	defer d.op.Unlock()
+	if err := d.resolvePorts(ctx); err != nil {
+		return nil, err
+	}
 	if err := d.recoverLocked(ctx); err != nil {
 		return nil, err
 	}

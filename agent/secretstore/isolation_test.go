@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/secretstore/ssmtest"
 	"github.com/molecule-ai/molecule-agent/packaging/iam"
@@ -119,4 +120,77 @@ func keys(m map[string]secretstore.Secret) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestBuiltInRolesReadInsideTheirGrant: every secret the built-in roles
+// reference (agent/config/roles) lives under the prefix the role's IAM
+// template grants, so a host of that role can fetch all of them, and a host
+// of the other role can fetch none.
+func TestBuiltInRolesReadInsideTheirGrant(t *testing.T) {
+	t.Parallel()
+	roles := []struct {
+		role, prefix string
+		own, other   []byte
+		extra        string
+	}{
+		{"tenant", iam.TenantPrefix("prod", "acme"), policy(t, iam.TenantInstanceRole, "acme", ""), policy(t, iam.WorkspaceInstanceRole, "acme", "ws-1"), ""},
+		{"workspace", iam.WorkspacePrefix("prod", "acme", "ws-1"), policy(t, iam.WorkspaceInstanceRole, "acme", "ws-1"), policy(t, iam.TenantInstanceRole, "acme", ""),
+			"workspace: {id: ws-1, platform_url: \"http://10.0.0.5:8080\"}\n"},
+	}
+	for _, r := range roles {
+		t.Run(r.role, func(t *testing.T) {
+			t.Parallel()
+			c, err := config.Parse(strings.NewReader("role: " + r.role + "\n" + r.extra))
+			if err != nil {
+				t.Fatal(err)
+			}
+			refs := map[string]bool{}
+			for _, u := range c.Units {
+				for _, ref := range u.SecretRefs() {
+					refs[ref] = true
+				}
+				if u.Container != nil && u.Container.RegistryAuth != "" {
+					refs[strings.TrimPrefix(u.Container.RegistryAuth, config.SecretPrefix)] = true
+				}
+			}
+			if len(refs) == 0 {
+				t.Fatalf("role %s references no secret", r.role)
+			}
+			for _, pol := range []struct {
+				name string
+				doc  []byte
+				ok   bool
+			}{{"own role", r.own, true}, {"other role", r.other, false}} {
+				s := ssmtest.New(t)
+				for ref := range refs {
+					s.PutSecure(r.prefix+"/"+ref, "v-"+ref)
+				}
+				if err := s.SetPolicy(pol.doc); err != nil {
+					t.Fatal(err)
+				}
+				tr := &http.Transport{}
+				t.Cleanup(tr.CloseIdleConnections)
+				src, err := secretstore.NewSSM(t.Context(), secretstore.SSMOptions{Prefix: r.prefix, Region: ssmtest.Region,
+					Endpoint: s.URL, Credentials: s.Credentials(), HTTPClient: &http.Client{Transport: tr}, MaxAttempts: 1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := src.Fetch(t.Context())
+				if !pol.ok {
+					if !errors.Is(err, secretstore.ErrAccessDenied) {
+						t.Errorf("%s policy read %s: %d secrets, %v; want access denied", pol.name, r.prefix, len(got), err)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("%s policy: %v", pol.name, err)
+				}
+				for ref := range refs {
+					if _, ok := got[ref]; !ok {
+						t.Errorf("secret:%s of role %s is not readable under %s", ref, r.role, r.prefix)
+					}
+				}
+			}
+		})
+	}
 }
