@@ -54,6 +54,9 @@ type Container struct {
 	// RegistryAuth names the secret holding the registry credentials for a
 	// private image: a Docker config.json ({"auths":{…}}) or "user:token".
 	RegistryAuth string `yaml:"registry_auth"`
+	// SecretFiles pass secrets as read-only 0400 files instead of env, for
+	// images that read *_FILE variables (see SecretFile).
+	SecretFiles []SecretFile `yaml:"secret_files"`
 }
 
 // Healthcheck is a Docker container healthcheck.

@@ -214,6 +214,9 @@ func (u *Unit) validate(p string) error {
 		if err := u.Container.validate(p + ".container"); err != nil {
 			return err
 		}
+		if err := u.Container.validateSecretFiles(p+".container", u.Env); err != nil {
+			return err
+		}
 	default:
 		return fieldErr(p+".kind", "%q is not a kind; use exec or container", u.Kind)
 	}
@@ -400,7 +403,8 @@ func findCycle(units []Unit) []string {
 	return nil
 }
 
-// SecretRefs returns the secret names a unit references in env and files.
+// SecretRefs returns the secret names a unit references in env, files and
+// container secret files.
 func (u *Unit) SecretRefs() []string {
 	var out []string
 	seen := map[string]bool{}
@@ -415,6 +419,11 @@ func (u *Unit) SecretRefs() []string {
 	}
 	for _, f := range u.Files {
 		add(f.Content)
+	}
+	if u.Container != nil {
+		for _, f := range u.Container.SecretFiles {
+			add(f.Secret)
+		}
 	}
 	return out
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/registry"
 	"github.com/docker/docker/client"
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
@@ -43,7 +44,11 @@ type Options struct {
 	// HostAddr resolves a host address variable of the unit's ports
 	// (config.HostPrivateIP) when the unit starts; nil refuses such ports.
 	HostAddr func(ctx context.Context, name string) (string, error)
-	Log      *slog.Logger
+	// RunDir and Secret serve the unit's secret files: written under
+	// RunDir/containers/<unit>, values from Secret (secretstore.Store.Get).
+	RunDir string
+	Secret func(name string) (secretstore.Secret, bool)
+	Log    *slog.Logger
 }
 
 // NewClient connects to the local engine (DOCKER_HOST or the default
@@ -70,6 +75,8 @@ type Driver struct {
 	st     unitState
 	status Status
 	cur    string // ID of the container the unit runs now
+
+	fileSums []string // digests of the secret files written; d.op held
 
 	// hook, when set (tests), runs as each update step begins, after the
 	// step is journalled; the crash tests hang there and SIGKILL the agent.
@@ -151,6 +158,10 @@ func (d *Driver) Start(ctx context.Context, env []string) (supervisor.Instance, 
 	if err := d.recoverLocked(ctx); err != nil {
 		return nil, err
 	}
+	env, err := d.withSecretFiles(env)
+	if err != nil {
+		return nil, err
+	}
 	in, err := d.ensure(ctx, d.CurrentImage(), env)
 	if err != nil {
 		return nil, err
@@ -164,7 +175,7 @@ func (d *Driver) Start(ctx context.Context, env []string) (supervisor.Instance, 
 // before other containers of the unit are removed, so a failed pull leaves
 // the old container in place.
 func (d *Driver) ensure(ctx context.Context, image string, env []string) (*Instance, error) {
-	hash := d.spec.hash(image, env)
+	hash := d.hash(image, env)
 	cs, err := d.list(ctx)
 	if err != nil {
 		return nil, err

@@ -55,7 +55,10 @@ func (c *containers) factory(u config.Unit, log *slog.Logger) (supervisor.Driver
 		return nil, err
 	}
 	opts := container.Options{Client: cli, Agent: c.agent, StateDir: c.cfg.StateDir, Log: log,
-		UpdateWindow: c.cfg.Updates.Window.Duration, HostAddr: hostAddr(c.cfg, log)}
+		UpdateWindow: c.cfg.Updates.Window.Duration, HostAddr: hostAddr(c.cfg, log), RunDir: c.cfg.RunDir}
+	if c.store != nil {
+		opts.Secret = c.store.Get
+	}
 	if name := u.Container.RegistryAuth; name != "" {
 		if c.store == nil {
 			return nil, fmt.Errorf("unit %s: container.registry_auth needs a secrets source", u.Name)
