@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -91,6 +94,37 @@ units:
 	if hosts, err := admin.ListHosts(ctx, api.HostFilter{}); err != nil || len(hosts) != 1 {
 		t.Errorf("control plane lists %d hosts (%v), want only the agent pinning its CA", len(hosts), err)
 	}
+
+	// The certificate renewed on disk: the running control plane serves it
+	// from the next handshake on, and the agent keeps heartbeating.
+	certPEM, keyPEM := ca.Issue(t, "127.0.0.1")
+	for path, b := range map[string][]byte{files.Key: keyPEM, files.Cert: certPEM} {
+		if err := os.WriteFile(path+".new", b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".new", path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blk, _ := pem.Decode(certPEM)
+	renewed, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(cp.url, "https://"), &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatalf("handshake after renewal: %v", err)
+	}
+	served := conn.ConnectionState().PeerCertificates[0].SerialNumber
+	_ = conn.Close()
+	if served.Cmp(renewed.SerialNumber) != 0 {
+		t.Errorf("after renewal the control plane serves serial %s, want the renewed %s", served, renewed.SerialNumber)
+	}
+	before, _ := section(r, "control_plane")["last_heartbeat"].(string)
+	good.waitFor(t, "a heartbeat after the renewal", func(r *status.Report) bool {
+		s, _ := section(r, "control_plane")["last_heartbeat"].(string)
+		return s != "" && s != before
+	})
 
 	// Plain HTTP to a non-loopback address: refused at start, naming the field.
 	d := filepath.Join(dir, "plain")
