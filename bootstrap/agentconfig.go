@@ -42,6 +42,7 @@ type workspaceYAML struct {
 
 type controlYAML struct {
 	URL       string `yaml:"url"`
+	CAFile    string `yaml:"ca_file,omitempty"`
 	Org       string `yaml:"org"`
 	Workspace string `yaml:"workspace,omitempty"`
 	Channel   string `yaml:"channel"`
@@ -58,7 +59,7 @@ const configHeader = `# Written by ` + "`molecule-agent bootstrap`" + `; it hold
 func RenderConfig(p Params, units []byte) ([]byte, error) {
 	c := agentYAML{Role: p.Role,
 		Identity:     identityYAML{Mode: p.Identity},
-		ControlPlane: controlYAML{URL: p.ControlPlane, Org: p.Org, Workspace: p.Workspace, Channel: p.Channel}}
+		ControlPlane: controlYAML{URL: p.ControlPlane, CAFile: p.ControlPlaneCA, Org: p.Org, Workspace: p.Workspace, Channel: p.Channel}}
 	if p.Role == "workspace" {
 		c.Workspace = &workspaceYAML{ID: p.Workspace, PlatformURL: p.PlatformURL}
 	}

@@ -51,6 +51,12 @@ func TestRenderConfig(t *testing.T) {
 					t.Errorf("workspace = %q, %+v", c.ControlPlane.Workspace, c.Workspace)
 				}
 			}},
+		{"private CA", Params{Role: "tenant", Org: "acme", ControlPlane: "https://10.0.0.1:7443", ControlPlaneCA: "/etc/molecule-agent/control-plane-ca.pem"}, "",
+			func(t *testing.T, c *config.Config) {
+				if c.ControlPlane.URL != "https://10.0.0.1:7443" || c.ControlPlane.CAFile != "/etc/molecule-agent/control-plane-ca.pem" {
+					t.Errorf("control_plane = %+v, want the URL and ca_file", c.ControlPlane)
+				}
+			}},
 		{"with units file", Params{Role: "tenant", Org: "acme"},
 			"units:\n  - name: hello\n    kind: exec\n    command: /bin/sleep\n    args: [\"60\"]\n",
 			func(t *testing.T, c *config.Config) {

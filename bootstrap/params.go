@@ -15,6 +15,7 @@ package bootstrap
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
 	"strings"
@@ -55,8 +56,13 @@ type Params struct {
 	// PlatformURL is the tenant platform a workspace runtime registers
 	// with (workspace hosts only).
 	PlatformURL string
-	// ControlPlane is the control plane's base URL; empty for none.
+	// ControlPlane is the control plane's base URL; empty for none. It is
+	// https:// unless it is a loopback address.
 	ControlPlane string
+	// ControlPlaneCA is a PEM file on the instance (baked into the AMI or
+	// placed by the provisioner) holding the private CA that signs the
+	// control plane's certificate; empty: the system's CAs.
+	ControlPlaneCA string
 	// SSMPrefix is the host's SSM parameter path; empty for no secrets.
 	SSMPrefix string
 	// Channel is the image channel ("stable", "staging").
@@ -130,7 +136,15 @@ func (p Params) Validate() error {
 	if p.ControlPlane != "" {
 		if err := checkControlPlaneURL(p.ControlPlane); err != nil {
 			bad("control-plane", "%v", err)
+		} else if err := requireTLS(p.ControlPlane); err != nil {
+			bad("control-plane", "%v", err)
 		}
+	}
+	switch {
+	case p.ControlPlaneCA != "" && p.ControlPlane == "":
+		bad("control-plane-ca", "needs --control-plane")
+	case p.ControlPlaneCA != "" && !filePathRE.MatchString(p.ControlPlaneCA):
+		bad("control-plane-ca", "%q is not an absolute path", p.ControlPlaneCA)
 	}
 	if p.SSMPrefix != "" && !ssmPathRE.MatchString(p.SSMPrefix) {
 		bad("ssm-prefix", "%q is not an SSM path like /molecule/prod/tenants/acme", p.SSMPrefix)
@@ -182,6 +196,19 @@ func checkControlPlaneURL(s string) error {
 	return nil
 }
 
+// requireTLS refuses a plain-HTTP control plane that is not on loopback:
+// the host token would cross the network in clear.
+func requireTLS(s string) error {
+	u, _ := url.Parse(s)
+	if u.Scheme == "https" {
+		return nil
+	}
+	if h := u.Hostname(); h == "localhost" || net.ParseIP(h) != nil && net.ParseIP(h).IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%q is plain HTTP off loopback: use https:// (and --control-plane-ca for a private CA)", u.Redacted())
+}
+
 // redactURLError drops the URL url.Parse quotes in its error, which could
 // hold credentials.
 func redactURLError(err error) error {
@@ -206,6 +233,7 @@ func (p Params) flags() [][2]string {
 	add("workspace", p.Workspace)
 	add("platform-url", p.PlatformURL)
 	add("control-plane", p.ControlPlane)
+	add("control-plane-ca", p.ControlPlaneCA)
 	add("ssm-prefix", p.SSMPrefix)
 	if p.Channel != DefaultChannel {
 		add("channel", p.Channel)

@@ -22,8 +22,8 @@ func TestRenderUserData(t *testing.T) {
 			"#!/bin/sh\nexec /usr/local/bin/molecule-agent bootstrap --role tenant --org acme --control-plane https://fleet.example --ssm-prefix /molecule/prod/tenants/acme\n"},
 		{"workspace with channel", Params{Role: "workspace", Org: "acme", Workspace: "3f2a1c9e-8b7d-4e6f-a5b4-c3d2e1f0a9b8", PlatformURL: "https://acme.molecule.example", Channel: "staging"},
 			"#!/bin/sh\nexec /usr/local/bin/molecule-agent bootstrap --role workspace --org acme --workspace 3f2a1c9e-8b7d-4e6f-a5b4-c3d2e1f0a9b8 --platform-url https://acme.molecule.example --channel staging\n"},
-		{"enrollment off EC2", Params{Role: "tenant", Org: "dev", Identity: "enrollment", ControlPlane: "http://10.0.0.1:8443"},
-			"#!/bin/sh\nexec /usr/local/bin/molecule-agent bootstrap --role tenant --org dev --control-plane http://10.0.0.1:8443 --identity enrollment\n"},
+		{"enrollment off EC2", Params{Role: "tenant", Org: "dev", Identity: "enrollment", ControlPlane: "https://10.0.0.1:8443", ControlPlaneCA: "/etc/molecule-agent/cp-ca.pem"},
+			"#!/bin/sh\nexec /usr/local/bin/molecule-agent bootstrap --role tenant --org dev --control-plane https://10.0.0.1:8443 --control-plane-ca /etc/molecule-agent/cp-ca.pem --identity enrollment\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,6 +127,8 @@ func TestParamsValidate(t *testing.T) {
 		{"workspace role needs id", func(p *Params) { p.Role = "workspace" }, "--workspace"},
 		{"workspace role needs platform", func(p *Params) { p.Role = "workspace"; p.Workspace = "ws-1" }, "--platform-url"},
 		{"ftp control plane", func(p *Params) { p.ControlPlane = "ftp://x" }, "--control-plane"},
+		{"plain http control plane", func(p *Params) { p.ControlPlane = "http://10.0.0.1:7070" }, "--control-plane: \"http://10.0.0.1:7070\" is plain HTTP off loopback: use https://"},
+		{"relative control plane CA", func(p *Params) { p.ControlPlaneCA = "ca.pem" }, "--control-plane-ca"},
 		{"credentials in url", func(p *Params) { p.ControlPlane = "https://u:pw@fleet.example" }, "must not carry credentials"},
 		{"query in url", func(p *Params) { p.ControlPlane = "https://fleet.example/?token=x" }, "--control-plane"},
 		{"relative prefix", func(p *Params) { p.SSMPrefix = "molecule/prod" }, "--ssm-prefix"},

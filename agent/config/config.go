@@ -116,7 +116,11 @@ type Identity struct {
 
 // ControlPlane says where the agent registers and heartbeats.
 type ControlPlane struct {
-	URL       string `yaml:"url"`
+	// URL is https:// (plain http only to a loopback address).
+	URL string `yaml:"url"`
+	// CAFile is a PEM bundle of the CAs that may sign the control plane's
+	// certificate, instead of the system's (a private CA).
+	CAFile    string `yaml:"ca_file"`
 	Org       string `yaml:"org"`
 	Workspace string `yaml:"workspace"`
 	Channel   string `yaml:"channel"`

@@ -92,6 +92,11 @@ func TestInvalidConfigsNameTheField(t *testing.T) {
 		{"jitter too big", "secrets:\n  jitter: 1.5\n", "secrets.jitter"},
 		{"literal enrollment token", "identity:\n  mode: enrollment\n  enrollment_token: abc123\n", "identity.enrollment_token: must be a reference"},
 		{"bad cp url", "control_plane:\n  url: fleet.example\n", "control_plane.url"},
+		{"plain http cp off loopback", "control_plane:\n  url: http://10.0.0.5:7070\n", "control_plane.url: \"http://10.0.0.5:7070\" is plain HTTP to a host that is not loopback"},
+		{"plain http cp by name", "control_plane:\n  url: http://fleet.example\n", "use https://"},
+		{"relative ca file", "control_plane:\n  url: https://fleet.example\n  ca_file: ca.pem\n", "control_plane.ca_file: must be an absolute path"},
+		{"ca file with http", "control_plane:\n  url: http://127.0.0.1:7070\n  ca_file: /etc/ca.pem\n", "control_plane.ca_file: is set but control_plane.url is plain http"},
+		{"ca file without url", "control_plane:\n  ca_file: /etc/ca.pem\n", "control_plane.ca_file: is set but control_plane.url is empty"},
 		{"relative state dir", "state_dir: var/lib\n", "state_dir: must be an absolute path"},
 		{"docker health on exec", unit("    ready: {docker_health: true}\n"), "units[0].ready.docker_health: needs kind: container"},
 		{"container without spec", "units:\n  - name: a\n    kind: container\n", "units[0].container: is required"},
@@ -109,6 +114,24 @@ func TestInvalidConfigsNameTheField(t *testing.T) {
 			}
 			if strings.Count(err.Error(), "\n") > 0 {
 				t.Errorf("error spans several lines: %q", err)
+			}
+		})
+	}
+}
+
+// TestControlPlaneURLAccepted: https anywhere, plain http only to loopback.
+func TestControlPlaneURLAccepted(t *testing.T) {
+	for _, u := range []string{"https://fleet.example", "https://10.0.0.5:7443", "http://127.0.0.1:7070", "http://127.1.2.3:1", "http://localhost:7070", "http://[::1]:7070"} {
+		t.Run(u, func(t *testing.T) {
+			c, err := Parse(strings.NewReader("control_plane:\n  url: " + u + "\n  ca_file: /etc/molecule-agent/cp-ca.pem\n"))
+			if strings.HasPrefix(u, "http://") {
+				c, err = Parse(strings.NewReader("control_plane:\n  url: " + u + "\n"))
+			}
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if c.ControlPlane.URL != u {
+				t.Errorf("url = %q", c.ControlPlane.URL)
 			}
 		})
 	}

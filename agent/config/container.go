@@ -33,6 +33,9 @@ type Container struct {
 	// creates missing ones and never removes any.
 	Volumes []string `yaml:"volumes"`
 	// Ports publish container ports: "[hostIP:]hostPort:containerPort[/tcp|/udp]".
+	// hostIP may be ${PRIVATE_IP}: the instance's private IPv4 (IMDS
+	// local-ipv4), resolved when the unit starts. Without hostIP the port is
+	// on every address of the host.
 	Ports []string `yaml:"ports"`
 	// Network is a user-defined network (created when missing; the unit's
 	// name is its DNS alias there), or "bridge", "host" or "none".
@@ -53,6 +56,9 @@ type Container struct {
 	// RegistryAuth names the secret holding the registry credentials for a
 	// private image: a Docker config.json ({"auths":{…}}) or "user:token".
 	RegistryAuth string `yaml:"registry_auth"`
+	// SecretFiles pass secrets as read-only 0400 files instead of env, for
+	// images that read *_FILE variables (see SecretFile).
+	SecretFiles []SecretFile `yaml:"secret_files"`
 }
 
 // Healthcheck is a Docker container healthcheck.
@@ -72,10 +78,15 @@ type VolumeMount struct {
 	ReadOnly bool
 }
 
+// HostPrivateIP is the ports variable for the instance's private IPv4.
+const HostPrivateIP = "PRIVATE_IP"
+
 // PortBinding is a parsed Container.Ports entry. HostIP is empty for all
-// addresses.
+// addresses; HostIPFrom names the variable it is resolved from at start
+// (HostPrivateIP), HostIP then being empty until resolved.
 type PortBinding struct {
 	HostIP        string
+	HostIPFrom    string `json:",omitempty"`
 	HostPort      uint16
 	ContainerPort uint16
 	Proto         string // "tcp" or "udp"
@@ -167,7 +178,13 @@ func ParsePort(s string) (PortBinding, error) {
 	}
 	b.ContainerPort = cp
 	rest = rest[:i]
-	if j := strings.LastIndexByte(rest, ':'); j >= 0 && !strings.HasSuffix(rest, "]") {
+	if v, ok := strings.CutPrefix(rest, "${"); ok {
+		name, after, ok := strings.Cut(v, "}:")
+		if !ok || name != HostPrivateIP {
+			return PortBinding{}, fmt.Errorf("%q: the only host address variable is ${%s}", s, HostPrivateIP)
+		}
+		b.HostIPFrom, rest = name, after
+	} else if j := strings.LastIndexByte(rest, ':'); j >= 0 && !strings.HasSuffix(rest, "]") {
 		host := strings.TrimSuffix(strings.TrimPrefix(rest[:j], "["), "]")
 		ip, err := netip.ParseAddr(host)
 		if err != nil || ip.Zone() != "" {
@@ -268,7 +285,7 @@ func (c *Container) validatePorts(p string) error {
 		if err != nil {
 			return fieldErr(fmt.Sprintf("%s.ports[%d]", p, i), "%v", err)
 		}
-		key := fmt.Sprintf("%s:%d/%s", b.HostIP, b.HostPort, b.Proto)
+		key := fmt.Sprintf("%s%s:%d/%s", b.HostIP, b.HostIPFrom, b.HostPort, b.Proto)
 		if j, dup := seen[key]; dup {
 			return fieldErr(fmt.Sprintf("%s.ports[%d]", p, i), "host port %s is already bound by ports[%d]", key, j)
 		}

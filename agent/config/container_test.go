@@ -25,6 +25,10 @@ func TestContainerValidate(t *testing.T) {
 		{"port zero", Container{Image: "x", Ports: []string{"0:80"}}, "units[2].container.ports[0]"},
 		{"bad host ip", Container{Image: "x", Ports: []string{"localhost:80:80"}}, "units[2].container.ports[0]"},
 		{"dup host port", Container{Image: "x", Ports: []string{"80:80", "80:81"}}, "units[2].container.ports[1]"},
+		{"private ip and loopback", Container{Image: "x", Ports: []string{"127.0.0.1:8080:8080", "${PRIVATE_IP}:8080:8080"}}, ""},
+		{"unknown host variable", Container{Image: "x", Ports: []string{"${PUBLIC_IP}:8080:8080"}}, "units[2].container.ports[0]"},
+		{"host variable without host port", Container{Image: "x", Ports: []string{"${PRIVATE_IP}:8080"}}, "units[2].container.ports[0]"},
+		{"dup private ip port", Container{Image: "x", Ports: []string{"${PRIVATE_IP}:80:80", "${PRIVATE_IP}:80:81"}}, "units[2].container.ports[1]"},
 		{"ports on host net", Container{Image: "x", Network: "host", Ports: []string{"80:80"}}, "units[2].container.ports"},
 		{"bad network", Container{Image: "x", Network: "-x"}, "units[2].container.network"},
 		{"secret in cmd", Container{Image: "x", Cmd: []string{"--token", "secret:t"}}, "units[2].container.cmd[1]"},
@@ -98,8 +102,18 @@ func TestIsDigestPinned(t *testing.T) {
 	}
 }
 
+func TestParsePrivateIPPort(t *testing.T) {
+	b, err := ParsePort("${PRIVATE_IP}:8080:80/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (PortBinding{HostIPFrom: HostPrivateIP, HostPort: 8080, ContainerPort: 80, Proto: "tcp"}); b != want {
+		t.Errorf("ParsePort = %+v, want %+v", b, want)
+	}
+}
+
 func FuzzContainerParse(f *testing.F) {
-	for _, s := range []string{"127.0.0.1:8080:80", "[::1]:1:2/udp", "a:/b:ro", "::::", "/", "x:/y:z:w", "1:2/tcp"} {
+	for _, s := range []string{"${PRIVATE_IP}:1:2", "${PRIVATE_IP}}:1:2", "127.0.0.1:8080:80", "[::1]:1:2/udp", "a:/b:ro", "::::", "/", "x:/y:z:w", "1:2/tcp"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

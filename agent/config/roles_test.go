@@ -22,6 +22,35 @@ func TestBuiltinRolesLoadAndValidate(t *testing.T) {
 	}
 }
 
+// TestBuiltinPortsNeverOnEveryAddress: every port a built-in role
+// publishes names its host address (loopback or ${PRIVATE_IP}).
+func TestBuiltinPortsNeverOnEveryAddress(t *testing.T) {
+	for _, role := range Roles() {
+		c, err := Parse(strings.NewReader("role: " + role + "\nsecrets:\n  source: ssm\n  prefix: /molecule/prod/tenants/acme\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range c.Units {
+			if u.Container == nil {
+				continue
+			}
+			for _, b := range u.Container.Bindings() {
+				if b.HostIP == "" && b.HostIPFrom == "" || b.HostIP == "0.0.0.0" || b.HostIP == "::" {
+					t.Errorf("role %s unit %s publishes port %d on every address", role, u.Name, b.HostPort)
+				}
+			}
+		}
+	}
+	c, _ := Parse(strings.NewReader("role: tenant\n"))
+	for _, u := range c.Units {
+		if u.Name == "platform" {
+			if got := strings.Join(u.Container.Ports, " "); got != "127.0.0.1:8080:8080 ${PRIVATE_IP}:8080:8080" {
+				t.Errorf("platform ports = %s, want loopback and the private address", got)
+			}
+		}
+	}
+}
+
 func TestRoleUnitsAreOverriddenByKeyAndExtended(t *testing.T) {
 	c, err := Parse(strings.NewReader(`
 role: tenant

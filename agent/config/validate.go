@@ -126,13 +126,35 @@ func (i *Identity) validate() error {
 }
 
 func (cp *ControlPlane) validate() error {
+	if cp.CAFile != "" && !filepath.IsAbs(cp.CAFile) {
+		return fieldErr("control_plane.ca_file", "must be an absolute path to a PEM CA certificate")
+	}
 	if cp.URL == "" {
+		if cp.CAFile != "" {
+			return fieldErr("control_plane.ca_file", "is set but control_plane.url is empty")
+		}
 		return nil
 	}
 	if err := checkURL(cp.URL); err != nil {
 		return fieldErr("control_plane.url", "%v", err)
 	}
+	u, _ := url.Parse(cp.URL)
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return fieldErr("control_plane.url", "%q is plain HTTP to a host that is not loopback: the host token would cross the network in clear; use https:// (with control_plane.ca_file for a private CA)", cp.URL)
+	}
+	if u.Scheme == "http" && cp.CAFile != "" {
+		return fieldErr("control_plane.ca_file", "is set but control_plane.url is plain http: use https://")
+	}
 	return nil
+}
+
+// isLoopback reports whether host is localhost or a loopback IP.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func checkURL(s string) error {
@@ -190,6 +212,9 @@ func (u *Unit) validate(p string) error {
 			return fieldErr(p+".container", "is required for kind: container")
 		}
 		if err := u.Container.validate(p + ".container"); err != nil {
+			return err
+		}
+		if err := u.Container.validateSecretFiles(p+".container", u.Env); err != nil {
 			return err
 		}
 	default:
@@ -381,7 +406,8 @@ func findCycle(units []Unit) []string {
 	return nil
 }
 
-// SecretRefs returns the secret names a unit references in env and files.
+// SecretRefs returns the secret names a unit references in env, files and
+// container secret files.
 func (u *Unit) SecretRefs() []string {
 	var out []string
 	seen := map[string]bool{}
@@ -396,6 +422,11 @@ func (u *Unit) SecretRefs() []string {
 	}
 	for _, f := range u.Files {
 		add(f.Content)
+	}
+	if u.Container != nil {
+		for _, f := range u.Container.SecretFiles {
+			add(f.Secret)
+		}
 	}
 	return out
 }

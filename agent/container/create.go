@@ -56,6 +56,7 @@ func (d *Driver) create(ctx context.Context, image string, env []string, hash, u
 	for _, v := range s.Volumes {
 		host.Mounts = append(host.Mounts, mountSpec{Type: "volume", Source: v.Name, Target: v.Path, ReadOnly: v.ReadOnly})
 	}
+	host.Mounts = append(host.Mounts, d.secretMounts()...)
 	for _, p := range s.Ports {
 		port := strconv.Itoa(int(p.ContainerPort)) + "/" + p.Proto
 		cfg.ExposedPorts[port] = struct{}{}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 )
 
@@ -35,7 +36,14 @@ type Options struct {
 	// ProbeInterval is how often readiness is polled during an update
 	// (default 250 ms).
 	ProbeInterval time.Duration
-	Log           *slog.Logger
+	// HostAddr resolves a host address variable of the unit's ports
+	// (config.HostPrivateIP) when the unit starts; nil refuses such ports.
+	HostAddr func(ctx context.Context, name string) (string, error)
+	// RunDir and Secret serve the unit's secret files: written under
+	// RunDir/containers/<unit>, values from Secret (secretstore.Store.Get).
+	RunDir string
+	Secret func(name string) (secretstore.Secret, bool)
+	Log    *slog.Logger
 }
 
 // Driver runs one container unit. It implements supervisor.Driver and
@@ -52,6 +60,8 @@ type Driver struct {
 	st     unitState
 	status Status
 	cur    string // ID of the container the unit runs now
+
+	fileSums []string // digests of the secret files written; d.op held
 
 	// hook, when set (tests), runs as each update step begins, after the
 	// step is journalled; the crash tests hang there and SIGKILL the agent.
@@ -127,7 +137,14 @@ func (d *Driver) CurrentImage() string {
 func (d *Driver) Start(ctx context.Context, env []string) (supervisor.Instance, error) {
 	d.op.Lock()
 	defer d.op.Unlock()
+	if err := d.resolvePorts(ctx); err != nil {
+		return nil, err
+	}
 	if err := d.recoverLocked(ctx); err != nil {
+		return nil, err
+	}
+	env, err := d.withSecretFiles(env)
+	if err != nil {
 		return nil, err
 	}
 	in, err := d.ensure(ctx, d.CurrentImage(), env)
@@ -143,7 +160,7 @@ func (d *Driver) Start(ctx context.Context, env []string) (supervisor.Instance, 
 // before other containers of the unit are removed, so a failed pull leaves
 // the old container in place.
 func (d *Driver) ensure(ctx context.Context, image string, env []string) (*Instance, error) {
-	hash := d.spec.hash(image, env)
+	hash := d.hash(image, env)
 	cs, err := d.list(ctx)
 	if err != nil {
 		return nil, err

@@ -57,6 +57,8 @@ type Spec struct {
 	StopGrace  time.Duration
 	// UpdatePolicy is config.UpdateAuto or config.UpdateNever.
 	UpdatePolicy string
+	// SecretFiles are passed as read-only 0400 files (secretfiles.go).
+	SecretFiles []config.SecretFile
 }
 
 // SpecFromUnit builds the Spec of a validated kind: container unit.
@@ -74,6 +76,7 @@ func SpecFromUnit(u config.Unit) Spec {
 		StopSignal:   u.Stop.Signal,
 		StopGrace:    u.Stop.Grace.Duration,
 		UpdatePolicy: c.UpdatePolicy(),
+		SecretFiles:  slices.Clone(c.SecretFiles),
 	}
 }
 

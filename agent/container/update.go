@@ -88,6 +88,9 @@ func (d *Driver) Update(ctx context.Context, old supervisor.Instance, desired st
 		return old, d.abandon(ctx, j, fmt.Errorf("unit %s: %w", d.spec.Unit, err))
 	}
 	envv, err := env(ctx)
+	if err == nil {
+		envv, err = d.withSecretFiles(envv)
+	}
 	if err != nil {
 		return old, d.abandon(ctx, j, fmt.Errorf("unit %s: materialise env: %w", d.spec.Unit, err))
 	}
@@ -186,7 +189,7 @@ func (d *Driver) containerID(ctx context.Context, in supervisor.Instance) (strin
 
 // createNew creates the new container (not started), journalling its ID.
 func (d *Driver) createNew(ctx context.Context, j *journal, env []string) error {
-	id, err := d.create(ctx, j.To, env, d.spec.hash(j.To, env), j.ID)
+	id, err := d.create(ctx, j.To, env, d.hash(j.To, env), j.ID)
 	if err != nil {
 		return err
 	}

@@ -46,7 +46,10 @@ func (c *docker) driver(u config.Unit, log *slog.Logger) (*container.Driver, err
 		return nil, err
 	}
 	opts := container.Options{Client: cli, Agent: c.agent, StateDir: c.cfg.StateDir, Log: log,
-		UpdateWindow: c.cfg.Updates.Window.Duration}
+		UpdateWindow: c.cfg.Updates.Window.Duration, HostAddr: hostAddr(c.cfg, log), RunDir: c.cfg.RunDir}
+	if c.store != nil {
+		opts.Secret = c.store.Get
+	}
 	if name := u.Container.RegistryAuth; name != "" {
 		if c.store == nil {
 			return nil, fmt.Errorf("container.registry_auth needs a secrets source")

@@ -65,7 +65,7 @@ func newFleet(cfg *config.Config, h *host, d *Daemon, desired *Desired, log *slo
 	if h.bootErr != nil {
 		return nil, h.bootErr
 	}
-	client, err := api.New(api.Options{BaseURL: cfg.ControlPlane.URL, Logger: log})
+	client, err := api.New(api.Options{BaseURL: cfg.ControlPlane.URL, CAFile: cfg.ControlPlane.CAFile, Logger: log})
 	if err != nil {
 		return nil, err
 	}

@@ -73,13 +73,13 @@ func TestBootInNspawn(t *testing.T) {
 
 	// The control plane runs on the host end of the container's veth.
 	cp := startControlPlane(t, ctx, m)
-	if out, err := m.exec(ctx, "busybox", "wget", "-q", "-O", "-", cp.url+"/healthz"); err != nil {
+	if out, err := m.exec(ctx, "bash", "-c", "exec 3<>/dev/tcp/"+strings.ReplaceAll(strings.TrimPrefix(cp.url, "https://"), ":", "/")); err != nil {
 		t.Fatalf("container cannot reach the control plane at %s over its veth: %v\n%s", cp.url, err, out)
 	}
 	// The provisioner places the enrollment token; user-data only names it.
 	cp.enroll(t, m, bootstrap.DefaultEnrollmentTokenFile)
 	p := bootstrap.Params{Role: "workspace", Org: "dev", Workspace: "ws-boot", PlatformURL: "http://127.0.0.1:8080",
-		Identity: bootstrap.IdentityEnrollment, ControlPlane: cp.url, UnitsFile: "/etc/molecule-agent/units.yaml"}
+		Identity: bootstrap.IdentityEnrollment, ControlPlane: cp.url, ControlPlaneCA: controlPlaneCA, UnitsFile: "/etc/molecule-agent/units.yaml"}
 	userData, err := bootstrap.RenderUserData(p)
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +120,12 @@ func TestBootInNspawn(t *testing.T) {
 		t.Errorf("bootstrap did not report host %s:\n%s", hostID, out)
 	}
 	cp.noTokenIn(t, "bootstrap output", out)
-	cp.noTokenIn(t, "agent.yaml", m.must(ctx, "cat", "/etc/molecule-agent/agent.yaml"))
+	agentYAML := m.must(ctx, "cat", "/etc/molecule-agent/agent.yaml")
+	cp.noTokenIn(t, "agent.yaml", agentYAML)
+	// Registered over TLS, pinning the provisioned CA.
+	if !strings.Contains(agentYAML, "url: "+cp.url) || !strings.Contains(agentYAML, "ca_file: "+controlPlaneCA) {
+		t.Errorf("agent.yaml does not pin the control plane's CA over https:\n%s", agentYAML)
+	}
 	cp.noTokenIn(t, "user-data", userData)
 
 	// Second run on a booted host: changes nothing, succeeds.

@@ -14,15 +14,23 @@ import (
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/tlstest"
 )
 
 // controlPlane is the real molecule-controlplane, run with `dev` (SQLite,
-// admin and enrollment tokens in files) on the host side of the veth.
+// admin and enrollment tokens in files) on the host side of the veth. It
+// is off loopback for the agent, so it serves HTTPS with a certificate of a
+// test CA the agent pins (control_plane.ca_file).
 type controlPlane struct {
 	url        string
 	adminToken secretstore.Secret
 	enrollFile string
+	ca         *tlstest.CA
 }
+
+// controlPlaneCA is where the provisioner (here, the test) places the CA in
+// the container, as an AMI would bake it.
+const controlPlaneCA = "/etc/molecule-agent/control-plane-ca.pem"
 
 // startControlPlane builds and runs the control plane on the host end of
 // m's veth pair, so only the container (and the host) can reach it.
@@ -33,7 +41,10 @@ func startControlPlane(t *testing.T, ctx context.Context, m *machine) *controlPl
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "dev", "--dir", filepath.Join(dir, "cp"), "--listen", m.hostIP+":0", "--interval", "1s")
+	ca := tlstest.NewCA(t, "boottest control plane CA")
+	tlsFiles := ca.WriteFiles(t, dir, m.hostIP)
+	cmd := exec.Command(bin, "dev", "--dir", filepath.Join(dir, "cp"), "--listen", m.hostIP+":0", "--interval", "1s",
+		"--tls-cert", tlsFiles.Cert, "--tls-key", tlsFiles.Key)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -59,7 +70,7 @@ func startControlPlane(t *testing.T, ctx context.Context, m *machine) *controlPl
 		}
 		logf.Close()
 	})
-	cp := &controlPlane{}
+	cp := &controlPlane{ca: ca}
 	var adminFile string
 	lines := make(chan string, 64)
 	go func() {
@@ -92,23 +103,24 @@ func startControlPlane(t *testing.T, ctx context.Context, m *machine) *controlPl
 			t.Fatalf("control plane did not report its URL; log:\n%s", mustRead(t, logf.Name()))
 		}
 	}
-	if cp.url == "" || adminFile == "" {
+	if !strings.HasPrefix(cp.url, "https://") || adminFile == "" {
 		t.Fatalf("control plane printed URL %q, admin token file %q", cp.url, adminFile)
 	}
 	cp.adminToken = secretstore.New(strings.TrimSpace(string(mustRead(t, adminFile))))
 	return cp
 }
 
-// enroll places the enrollment token in the container, 0600, as a
-// provisioner would; user-data only names the file.
+// enroll places the enrollment token in the container, 0600, and the
+// control plane's CA, as a provisioner would; user-data only names them.
 func (cp *controlPlane) enroll(t *testing.T, m *machine, path string) {
 	t.Helper()
 	m.write(path, mustRead(t, cp.enrollFile), 0o600)
+	m.write(controlPlaneCA, cp.ca.PEM, 0o644)
 }
 
 func (cp *controlPlane) client(t *testing.T) *api.Client {
 	t.Helper()
-	c, err := api.New(api.Options{BaseURL: cp.url, AdminToken: cp.adminToken})
+	c, err := api.New(api.Options{BaseURL: cp.url, AdminToken: cp.adminToken, RootCAs: cp.ca.Pool()})
 	if err != nil {
 		t.Fatal(err)
 	}

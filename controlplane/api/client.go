@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/go-cleanhttp"
 	"github.com/hashicorp/go-retryablehttp"
 
 	"github.com/molecule-ai/molecule-agent/controlplane/api/backoff"
@@ -51,6 +51,11 @@ type Options struct {
 	// HTTPClient is used for each attempt; default: a pooled client with a
 	// 10s timeout per attempt.
 	HTTPClient *http.Client
+	// RootCAs, or the PEM bundle CAFile, pins the CAs that may sign the
+	// control plane's certificate (control_plane.ca_file) instead of the
+	// system's; only with the default HTTPClient.
+	RootCAs *x509.CertPool
+	CAFile  string
 	// Logger receives retry decisions at debug level; default: discard.
 	Logger *slog.Logger
 	// AdminToken authenticates the admin methods.
@@ -80,10 +85,9 @@ func New(opts Options) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("control_plane.url %q: want http(s)://host[:port]", opts.BaseURL)
 	}
-	hc := opts.HTTPClient
-	if hc == nil {
-		hc = cleanhttp.DefaultPooledClient()
-		hc.Timeout = 10 * time.Second
+	hc, err := httpClient(opts)
+	if err != nil {
+		return nil, err
 	}
 	lg := opts.Logger
 	if lg == nil {
@@ -218,7 +222,7 @@ func (c *Client) call(ctx context.Context, op, method, path string, idempotent b
 	}
 	resp, err := c.rc.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
+		return fmt.Errorf("%s: %w", op, tlsHint(err))
 	}
 	defer func() {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
+	"github.com/molecule-ai/molecule-agent/controlplane/api/tlstest"
 )
 
 // Scaled time: the 10 s interval and 60 s outage, divided by ten.
@@ -53,6 +55,8 @@ type cp struct {
 	done    chan struct{}
 	log     *lockedBuf
 	tokFile string
+	ca      *tlstest.CA  // set by useTLS: serves HTTPS with a certificate of ca
+	hc      *http.Client // trusts ca
 }
 
 type lockedBuf struct {
@@ -101,7 +105,34 @@ func newCP(t *testing.T, db, tokFile string, extra ...string) *cp {
 	return c
 }
 
-func (c *cp) url() string { return "http://" + c.addr }
+func (c *cp) url() string {
+	if c.ca != nil {
+		return "https://" + c.addr
+	}
+	return "http://" + c.addr
+}
+
+// useTLS makes c serve HTTPS with a certificate of a fresh test CA for
+// its address, as a control plane an agent reaches off loopback must.
+func (c *cp) useTLS(dir string) {
+	c.t.Helper()
+	host, _, err := net.SplitHostPort(c.addr)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.ca = tlstest.NewCA(c.t, "drill control plane CA")
+	f := c.ca.WriteFiles(c.t, dir, host)
+	c.args = append(c.args, "--tls-cert", f.Cert, "--tls-key", f.Key)
+	c.hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.ca.Pool()}}}
+}
+
+// http returns a client trusting c's certificate.
+func (c *cp) http() *http.Client {
+	if c.hc == nil {
+		return http.DefaultClient
+	}
+	return c.hc
+}
 
 func (c *cp) start() {
 	c.t.Helper()
@@ -148,7 +179,7 @@ type health struct {
 
 func (c *cp) health() (health, error) {
 	var h health
-	resp, err := http.Get(c.url() + api.PathHealthz)
+	resp, err := c.http().Get(c.url() + api.PathHealthz)
 	if err != nil {
 		return h, err
 	}
@@ -162,7 +193,7 @@ func (c *cp) health() (health, error) {
 // metric reads one unlabelled sample from /metrics.
 func (c *cp) metric(t *testing.T, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(c.url() + api.PathMetrics)
+	resp, err := c.http().Get(c.url() + api.PathMetrics)
 	if err != nil {
 		t.Fatalf("scrape %s: %v", c.addr, err)
 	}
@@ -243,7 +274,7 @@ func countEvents(ctx context.Context, c *cp, admin secret.Secret, typ string, si
 		return 0, err
 	}
 	req.Header.Set("Authorization", "Bearer "+admin.Reveal())
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.http().Do(req)
 	if err != nil {
 		return 0, err
 	}

@@ -117,8 +117,9 @@ func TestPartitionedAgent(t *testing.T) {
 		"--interval", partInterval.String(), "--grace", partGrace.String(), "--flush-window", partInterval.String())
 	c.addr = addr
 	c.args[2] = addr // --listen
+	c.useTLS(dir)    // the agent reaches it off loopback
 	c.start()
-	admin, err := api.New(api.Options{BaseURL: c.url(), AdminToken: adminTok})
+	admin, err := api.New(api.Options{BaseURL: c.url(), AdminToken: adminTok, RootCAs: c.ca.Pool()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +134,7 @@ func TestPartitionedAgent(t *testing.T) {
 	cfg := fmt.Sprintf(`state_dir: %[1]s/state
 run_dir: %[1]s/run
 identity: {mode: enrollment, enrollment_token: "file:%[2]s"}
-control_plane: {url: %[3]s, org: drill}
+control_plane: {url: %[3]s, org: drill, ca_file: %[1]s/ca.crt}
 units:
   - name: web
     command: /bin/sleep

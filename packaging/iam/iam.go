@@ -1,6 +1,8 @@
-// Package iam holds the IAM policy templates of the fleet: the tenant and
+// Package iam holds the IAM policy templates of the fleet and the SSM
+// parameter layout they grant (docs/ssm-layout.md): the tenant and
 // workspace instance roles (read only their own SSM prefix, decrypt only
-// through SSM with that prefix as encryption context) and the control
+// through SSM with that prefix as encryption context), the optional grant
+// that lets a workspace host persist its own token, and the control
 // plane's role (never decrypts). Render fills their ${placeholders}.
 package iam
 
@@ -21,7 +23,27 @@ const (
 	TenantInstanceRole    = "tenant-instance-role.json"
 	WorkspaceInstanceRole = "workspace-instance-role.json"
 	ControlPlaneRole      = "controlplane-role.json"
+	// WorkspacePersistToken is added to a workspace host's role only when
+	// workspace.persist_token is on: PutParameter on its own token, nothing else.
+	WorkspacePersistToken = "workspace-persist-token.json"
 )
+
+// The SSM parameter layout. A tenant's prefix and its workspaces' prefixes
+// are disjoint trees, because a grant on a path reaches every level below
+// it (GetParametersByPath): nesting workspaces under the tenant would hand
+// the tenant host its workspaces' tokens.
+
+// TenantPrefix is the SSM path of a tenant host's parameters.
+func TenantPrefix(env, org string) string { return "/molecule/" + env + "/tenants/" + org }
+
+// WorkspacePrefix is the SSM path of one workspace host's parameters.
+func WorkspacePrefix(env, org, workspace string) string {
+	return "/molecule/" + env + "/workspaces/" + org + "/" + workspace
+}
+
+// WorkspaceTokenName is the workspace auth token's parameter name under
+// WorkspacePrefix (agent/config/roles/workspace.yaml references it).
+const WorkspaceTokenName = "workspace-auth-token"
 
 var placeholderRE = regexp.MustCompile(`\$\{([a-z_]+)\}`)
 

@@ -73,8 +73,8 @@ func TestInstanceRoles(t *testing.T) {
 	tests := []struct {
 		template, prefix string
 	}{
-		{TenantInstanceRole, "/molecule/prod/tenants/acme"},
-		{WorkspaceInstanceRole, "/molecule/prod/tenants/acme/workspaces/ws-1"},
+		{TenantInstanceRole, TenantPrefix("prod", "acme")},
+		{WorkspaceInstanceRole, WorkspacePrefix("prod", "acme", "ws-1")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.template, func(t *testing.T) {
@@ -86,7 +86,8 @@ func TestInstanceRoles(t *testing.T) {
 				}
 				for _, s := range ss {
 					for _, r := range s.Resource {
-						if !strings.HasSuffix(r, ":parameter"+tt.prefix) && !strings.HasSuffix(r, ":parameter"+tt.prefix+"/*") {
+						arn := "arn:aws:ssm:us-east-2:123456789012:parameter" + tt.prefix
+						if r != arn && r != arn+"/*" {
 							t.Errorf("%s allowed on %s, outside %s", action, r, tt.prefix)
 						}
 					}
@@ -113,6 +114,58 @@ func TestInstanceRoles(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLayoutIsDisjoint: no prefix is inside another, so a path grant
+// (which reaches every level below it) never covers another host's.
+func TestLayoutIsDisjoint(t *testing.T) {
+	prefixes := []string{TenantPrefix("prod", "acme"), TenantPrefix("prod", "acme2"), WorkspacePrefix("prod", "acme", "ws-1"),
+		WorkspacePrefix("prod", "acme", "ws-12"), WorkspacePrefix("prod", "other", "ws-1"), TenantPrefix("staging", "acme")}
+	for _, a := range prefixes {
+		for _, b := range prefixes {
+			if a != b && (strings.HasPrefix(b+"/", a+"/") || strings.HasPrefix(a+"/", b+"/")) {
+				t.Errorf("%s and %s nest", a, b)
+			}
+		}
+	}
+}
+
+// TestPersistTokenGrantsOneParameter: the optional grant writes exactly the
+// workspace's own token parameter and encrypts only for it.
+func TestPersistTokenGrantsOneParameter(t *testing.T) {
+	p := load(t, WorkspacePersistToken)
+	arn := "arn:aws:ssm:us-east-2:123456789012:parameter" + WorkspacePrefix("prod", "acme", "ws-1") + "/" + WorkspaceTokenName
+	put := allows(p, "ssm:PutParameter")
+	if len(put) != 1 || len(put[0].Resource) != 1 || put[0].Resource[0] != arn {
+		t.Fatalf("ssm:PutParameter statements %+v, want one on %s", put, arn)
+	}
+	enc := allows(p, "kms:Encrypt")
+	if len(enc) != 1 {
+		t.Fatalf("want one kms:Encrypt statement, got %d", len(enc))
+	}
+	if got := enc[0].Condition["StringEquals"]["kms:EncryptionContext:PARAMETER_ARN"]; got != arn {
+		t.Errorf("kms:Encrypt encryption context %q, want exactly %s", got, arn)
+	}
+	if got := enc[0].Condition["StringEquals"]["kms:ViaService"]; got != "ssm.us-east-2.amazonaws.com" {
+		t.Errorf("kms:ViaService = %q", got)
+	}
+	for _, s := range p.Statement {
+		for _, a := range s.Action {
+			if a != "ssm:PutParameter" && a != "kms:Encrypt" {
+				t.Errorf("persist grant allows %s", a)
+			}
+		}
+		for _, r := range s.Resource {
+			if strings.Contains(r, "*") {
+				t.Errorf("persist grant has a wildcard resource %s", r)
+			}
+		}
+	}
+	for _, a := range []string{"ssm:GetParameter", "ssm:GetParametersByPath", "ssm:DeleteParameter", "kms:Decrypt"} {
+		if len(allows(p, a)) > 0 {
+			t.Errorf("persist grant allows %s", a)
+		}
 	}
 }
 
@@ -166,7 +219,7 @@ func TestPlaceholders(t *testing.T) {
 		t.Errorf("Placeholders = %v, want %s", got, want)
 	}
 	// Every template is valid JSON even before rendering.
-	for _, n := range []string{TenantInstanceRole, WorkspaceInstanceRole, ControlPlaneRole} {
+	for _, n := range []string{TenantInstanceRole, WorkspaceInstanceRole, ControlPlaneRole, WorkspacePersistToken} {
 		b, _ := files.ReadFile(n)
 		if !json.Valid(b) {
 			t.Errorf("%s is not JSON", n)

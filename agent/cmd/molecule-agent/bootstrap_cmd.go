@@ -17,6 +17,7 @@ func paramFlags(fs *pflag.FlagSet, p *bootstrap.Params) {
 	fs.StringVar(&p.Workspace, "workspace", "", "workspace ID, for workspace hosts (default: tag "+bootstrap.TagWorkspace+")")
 	fs.StringVar(&p.PlatformURL, "platform-url", "", "tenant platform URL, for workspace hosts (default: tag "+bootstrap.TagPlatformURL+")")
 	fs.StringVar(&p.ControlPlane, "control-plane", "", "control plane base URL (default: tag "+bootstrap.TagControlPlane+")")
+	fs.StringVar(&p.ControlPlaneCA, "control-plane-ca", "", "PEM file of the private CA that signs the control plane's certificate (written as control_plane.ca_file)")
 	fs.StringVar(&p.SSMPrefix, "ssm-prefix", "", "SSM path of the host's secrets (default: tag "+bootstrap.TagSSMPrefix+")")
 	fs.StringVar(&p.Channel, "channel", "", "image channel (default: tag "+bootstrap.TagChannel+", else "+bootstrap.DefaultChannel+")")
 	fs.StringVar(&p.Region, "region", "", "AWS region for SSM (default: from IMDS)")

@@ -45,12 +45,12 @@ type cpProc struct {
 }
 
 // startCP runs the real control plane binary (`dev`: SQLite, admin and
-// enrollment token files) with a 1 s heartbeat interval.
-func startCP(t testing.TB, dir, listen string) *cpProc {
+// enrollment token files) with a 1 s heartbeat interval and extra flags.
+func startCP(t testing.TB, dir, listen string, extra ...string) *cpProc {
 	t.Helper()
 	c := &cpProc{dir: dir, done: make(chan struct{}), log: &testenv.Buffer{}}
-	c.cmd = exec.Command(cpBin, "dev", "--dir", dir, "--listen", listen, "--interval", "1s",
-		"--grace", "500ms", "--flush-window", "1s")
+	c.cmd = exec.Command(cpBin, append([]string{"dev", "--dir", dir, "--listen", listen, "--interval", "1s",
+		"--grace", "500ms", "--flush-window", "1s"}, extra...)...)
 	stdout, err := c.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

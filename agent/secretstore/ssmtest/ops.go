@@ -130,10 +130,28 @@ func (s *Server) handle(r *http.Request, body []byte, op string, in input, decod
 	return nil, &apiError{http.StatusBadRequest, "UnknownOperationException", ""}
 }
 
-func (s *Server) accessDenied(action, name string) *apiError {
+// authorizeLocked applies Deny prefixes and the policy (SetPolicy) to an
+// action on the parameter or path name.
+func (s *Server) authorizeLocked(action, name string) *apiError {
+	if s.deniedLocked(name) {
+		return s.accessDenied(action, name, implicitDeny)
+	}
+	if s.policy != nil {
+		if d := s.policy.decide("ssm:"+action, s.arn(name)); d != allowed {
+			return s.accessDenied(action, name, d)
+		}
+	}
+	return nil
+}
+
+func (s *Server) accessDenied(action, name string, d decision) *apiError {
+	why := "because no identity-based policy allows the ssm:" + action + " action"
+	if d == explicitDeny {
+		why = "with an explicit deny in an identity-based policy"
+	}
 	return &apiError{http.StatusBadRequest, "AccessDeniedException", fmt.Sprintf(
-		"User: arn:aws:sts::%s:assumed-role/%s/i-0123456789abcdef0 is not authorized to perform: ssm:%s on resource: %s because no identity-based policy allows the ssm:%s action",
-		Account, RoleName, action, s.arn(name), action)}
+		"User: arn:aws:sts::%s:assumed-role/%s/i-0123456789abcdef0 is not authorized to perform: ssm:%s on resource: %s %s",
+		Account, RoleName, action, s.arn(name), why)}
 }
 
 func (s *Server) wire(p *param, decrypt bool) wireParam {
@@ -151,8 +169,8 @@ func (s *Server) getParameterLocked(in input) (any, *apiError) {
 	if in.Name == nil || *in.Name == "" {
 		return nil, validation("1 validation error detected: Value null at 'name' failed to satisfy constraint: Member must not be null")
 	}
-	if s.deniedLocked(*in.Name) {
-		return nil, s.accessDenied("GetParameter", *in.Name)
+	if aerr := s.authorizeLocked("GetParameter", *in.Name); aerr != nil {
+		return nil, aerr
 	}
 	p, ok := s.params[*in.Name]
 	if !ok {
@@ -167,8 +185,8 @@ func (s *Server) getParametersLocked(in input) (any, *apiError) {
 	}
 	found, invalid := []wireParam{}, []string{}
 	for _, n := range in.Names {
-		if s.deniedLocked(n) {
-			return nil, s.accessDenied("GetParameters", n)
+		if aerr := s.authorizeLocked("GetParameters", n); aerr != nil {
+			return nil, aerr
 		}
 		if p, ok := s.params[n]; ok {
 			found = append(found, s.wire(p, in.WithDecryption))
@@ -194,8 +212,8 @@ func (s *Server) getParametersByPathLocked(in input) (any, *apiError) {
 		}
 		limit = *in.MaxResults
 	}
-	if s.deniedLocked(path) {
-		return nil, s.accessDenied("GetParametersByPath", path)
+	if aerr := s.authorizeLocked("GetParametersByPath", strings.TrimSuffix(path, "/")); aerr != nil {
+		return nil, aerr
 	}
 	base := strings.TrimSuffix(path, "/") + "/"
 	var match []*param

@@ -3,7 +3,9 @@
 // request. Tests drive it with the real aws-sdk-go-v2 ssm client through
 // BaseEndpoint and the static credentials it hands out, and inject faults
 // (denied prefixes, throttling, an unreachable endpoint, rotated values)
-// through its methods.
+// through its methods. Given an IAM policy (SetPolicy, e.g. a rendered
+// template of packaging/iam) it answers AccessDeniedException for every
+// read outside the policy's grant, as IAM does.
 package ssmtest
 
 import (
@@ -96,6 +98,7 @@ type Server struct {
 	params    map[string]*param
 	keys      map[string]string // access key ID -> secret access key
 	denied    []string
+	policy    *policy
 	throttleN int
 	down      DownMode
 	requests  []Request

@@ -53,7 +53,7 @@ a token.`,
 			out := cmd.OutOrStdout()
 			return serve(cmd.Context(), o, tok, func(url string) {
 				enrollFile := filepath.Join(dir, "enrollment-token")
-				if err := writeEnrollment(cmd.Context(), url, tok, enrollFile); err != nil {
+				if err := writeEnrollment(cmd.Context(), url, tok, o.tlsCert, enrollFile); err != nil {
 					fmt.Fprintf(out, "enrollment token not created: %v\n", err)
 					enrollFile = "(none)"
 				}
@@ -86,8 +86,18 @@ func writeSecretFile(path, v string) error {
 	return os.Rename(tmp, path)
 }
 
-func writeEnrollment(ctx context.Context, url string, admin secret.Secret, path string) error {
-	c, err := api.New(api.Options{BaseURL: url, AdminToken: admin})
+// writeEnrollment asks the control plane at url for an enrollment token;
+// with TLS it trusts the certificate the control plane serves (certFile).
+func writeEnrollment(ctx context.Context, url string, admin secret.Secret, certFile, path string) error {
+	opts := api.Options{BaseURL: url, AdminToken: admin}
+	if certFile != "" {
+		pool, err := api.LoadCAFile(certFile)
+		if err != nil {
+			return err
+		}
+		opts.RootCAs = pool
+	}
+	c, err := api.New(opts)
 	if err != nil {
 		return err
 	}

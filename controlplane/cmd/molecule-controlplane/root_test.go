@@ -60,6 +60,8 @@ func TestServeRefusesBadFlags(t *testing.T) {
 		{[]string{"serve", "--db", "sqlite://" + filepath.Join(t.TempDir(), "cp.db"), "--flush-window", "10s"}, "flush window"},
 		{[]string{"serve", "--aws-cert", "/nonexistent.pem"}, "--aws-cert"},
 		{[]string{"serve", "--log-level", "loud"}, "--log-level"},
+		{[]string{"serve", "--tls-cert", "/nonexistent.crt"}, "--tls-cert and --tls-key go together"},
+		{[]string{"serve", "--tls-cert", "/nonexistent.crt", "--tls-key", "/nonexistent.key"}, "/nonexistent.crt"},
 	}
 	for _, tt := range tests {
 		err := run(context.Background(), tt.args, env{adminToken: "t"}, io.Discard)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -17,12 +18,14 @@ import (
 
 	"github.com/molecule-ai/molecule-agent/controlplane/api/secret"
 	"github.com/molecule-ai/molecule-agent/controlplane/attest"
+	"github.com/molecule-ai/molecule-agent/controlplane/certfile"
 	"github.com/molecule-ai/molecule-agent/controlplane/server"
 	"github.com/molecule-ai/molecule-agent/controlplane/store"
 )
 
 type serveOpts struct {
 	listen, db, adminTokenFile, logLevel string
+	tlsCert, tlsKey                      string
 	awsCerts                             []string
 	attestWindow                         time.Duration
 	interval, grace, flushWindow         time.Duration
@@ -36,6 +39,8 @@ type serveOpts struct {
 func (o *serveOpts) flags(cmd *cobra.Command, defaultDB string) {
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", "127.0.0.1:7070", "address to listen on")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate (chain) to serve HTTPS with; reloaded when the file changes (with --tls-key)")
+	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	f.StringVar(&o.db, "db", defaultDB, "sqlite:///path/to/cp.db or postgres://user@host/db")
 	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the admin token (else $MOLECULE_CP_ADMIN_TOKEN)")
 	f.StringArrayVar(&o.awsCerts, "aws-cert", nil, "PEM file of an AWS region's instance identity certificate (repeatable); none: enrollment only")
@@ -97,6 +102,12 @@ func serve(ctx context.Context, o serveOpts, admin secret.Secret, ready func(url
 			return fmt.Errorf("--attest-window: %w", err)
 		}
 	}
+	var certs *certfile.Reloader
+	if o.tlsCert != "" || o.tlsKey != "" {
+		if certs, err = certfile.New(o.tlsCert, o.tlsKey, log); err != nil {
+			return err
+		}
+	}
 	st, err := store.Open(ctx, o.db, log)
 	if err != nil {
 		return err
@@ -121,6 +132,10 @@ func serve(ctx context.Context, o serveOpts, admin secret.Secret, ready func(url
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", o.listen, err)
 	}
+	scheme := "http"
+	if certs != nil {
+		ln, scheme = tls.NewListener(ln, certs.Config()), "https"
+	}
 	hs := &http.Server{
 		Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 15 * time.Second,
 		WriteTimeout: 15 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 16 << 10,
@@ -131,8 +146,8 @@ func serve(ctx context.Context, o serveOpts, admin secret.Secret, ready func(url
 	go func() { runDone <- srv.Run(runCtx) }()
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- hs.Serve(ln) }()
-	url := "http://" + ln.Addr().String()
-	log.Info("control plane listening", "url", url, "version", version, "imds_attestation", verifier != nil)
+	url := scheme + "://" + ln.Addr().String()
+	log.Info("control plane listening", "url", url, "version", version, "imds_attestation", verifier != nil, "tls", certs != nil)
 	ready(url)
 
 	var serveErr error

@@ -10,6 +10,7 @@
 //	GET  /data     the content of <data-dir>/data.txt (404 when absent)
 //	PUT  /data     replaces <data-dir>/data.txt with the request body
 //	GET  /env/NAME sha256 hex of the environment variable NAME (never its value)
+//	GET  /file/PATH sha256 hex of the file /PATH (403 when unreadable)
 //
 // With -check URL it instead GETs URL once and exits 0 on 200, 1 otherwise:
 // a Docker healthcheck command for an image without a shell.
@@ -151,6 +152,22 @@ func handler(c config) http.Handler {
 			return
 		}
 		sum := sha256.Sum256([]byte(v))
+		fmt.Fprint(w, hex.EncodeToString(sum[:]))
+	})
+	mux.HandleFunc("GET /file/{path...}", func(w http.ResponseWriter, r *http.Request) {
+		b, err := os.ReadFile("/" + r.PathValue("path"))
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			http.Error(w, "no such file", http.StatusNotFound)
+			return
+		case errors.Is(err, os.ErrPermission):
+			http.Error(w, "permission denied", http.StatusForbidden)
+			return
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		sum := sha256.Sum256(b)
 		fmt.Fprint(w, hex.EncodeToString(sum[:]))
 	})
 	return mux
