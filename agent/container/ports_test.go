@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/controlplane/api/testenv"
 )
