@@ -77,7 +77,8 @@ func (s *Server) handle(r *http.Request, body []byte, form url.Values, decodeErr
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch s.takeFaultLocked(action) {
+	fault := s.takeFaultLocked(action)
+	switch fault {
 	case Unauthorized:
 		return nil, &apiError{http.StatusForbidden, "UnauthorizedOperation", fmt.Sprintf(
 			"You are not authorized to perform this operation. User: arn:aws:sts::%s:assumed-role/%s/cp is not authorized to perform: ec2:%s on resource: arn:aws:ec2:%s:%s:instance/* because no identity-based policy allows the ec2:%s action. Encoded authorization failure message: %s",
@@ -89,6 +90,14 @@ func (s *Server) handle(r *http.Request, body []byte, form url.Values, decodeErr
 	case Unavailable:
 		return nil, &apiError{http.StatusServiceUnavailable, "Unavailable", "The service is unavailable. Please try again shortly."}
 	}
+	out, aerr := s.actionLocked(action, form)
+	if fault == LostAnswer && aerr == nil {
+		return nil, &apiError{http.StatusInternalServerError, "InternalError", "An internal error has occurred"}
+	}
+	return out, aerr
+}
+
+func (s *Server) actionLocked(action string, form url.Values) (any, *apiError) {
 	switch action {
 	case "RunInstances":
 		return s.runInstancesLocked(form)

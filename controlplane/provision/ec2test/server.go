@@ -65,6 +65,9 @@ const (
 	ServerError
 	// Unavailable answers 503 Unavailable.
 	Unavailable
+	// LostAnswer carries the action out, then answers 500 InternalError, as
+	// when EC2 launched but the answer never reached the caller.
+	LostAnswer
 )
 
 // Launch is what one RunInstances asked for, decoded from the wire.
