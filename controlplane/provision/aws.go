@@ -55,7 +55,7 @@ func awsCode(err error) string {
 // a refusal ErrDenied with what to grant.
 func wrapAWS(action, what string, err error) error {
 	if awsDenied[awsCode(err)] {
-		return fmt.Errorf("%s on %s: %w: grant %s to the control plane's role (%v)", action, what, ErrDenied, action, err)
+		return fmt.Errorf("%s on %s: %w: grant %s to the control plane's role (%w)", action, what, ErrDenied, action, err)
 	}
 	return fmt.Errorf("%s on %s: %w", action, what, err)
 }

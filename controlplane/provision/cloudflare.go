@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -113,28 +114,43 @@ func TunnelToken(accountTag, tunnelID string, tunnelSecret []byte) secret.Secret
 }
 
 // EnsureTunnel returns the live tunnel named name, creating it (remotely
-// managed, with a fresh 32-byte secret) when there is none.
+// managed, with a fresh 32-byte secret) when there is none. A create whose
+// answer was lost is found by name on the next pass.
 func (c *Cloudflare) EnsureTunnel(ctx context.Context, name string) (Tunnel, error) {
-	for range 2 {
-		id, found, err := c.FindTunnel(ctx, name)
-		if err != nil {
-			return Tunnel{}, err
-		}
-		if found {
-			tok, err := c.token(ctx, id)
-			if err != nil {
-				return Tunnel{}, err
-			}
-			c.log.Info("tunnel found", "tunnel", id, "name", name)
-			return Tunnel{ID: id, Name: name, Token: tok}, nil
-		}
-		t, err := c.createTunnel(ctx, name)
-		if cfHasCode(err, cfTunnelNameTaken) {
-			continue // an earlier attempt created it and its answer was lost
-		}
-		return t, err
+	var t Tunnel
+	err := c.retry.do(ctx, c.log, "ensure tunnel", classifyEnsure(cfTunnelNameTaken), func(ctx context.Context) (err error) {
+		t, err = c.findOrCreateTunnel(ctx, name)
+		return err
+	})
+	return t, err
+}
+
+func (c *Cloudflare) findOrCreateTunnel(ctx context.Context, name string) (Tunnel, error) {
+	id, found, err := c.FindTunnel(ctx, name)
+	if err != nil {
+		return Tunnel{}, err
 	}
-	return Tunnel{}, fmt.Errorf("cloudflare create tunnel %s: the name is taken but no live tunnel has it", name)
+	if !found {
+		return c.createTunnel(ctx, name)
+	}
+	tok, err := c.token(ctx, id)
+	if err != nil {
+		return Tunnel{}, err
+	}
+	c.log.Info("tunnel found", "tunnel", id, "name", name)
+	return Tunnel{ID: id, Name: name, Token: tok}, nil
+}
+
+// classifyEnsure retries a find-or-create whose create failed in a way
+// that may have created it (a 5xx, a lost answer) or raced another
+// creator (the name taken): the next pass finds it.
+func classifyEnsure(taken int64) func(error) verdict {
+	return func(err error) verdict {
+		if cfHasCode(err, taken) {
+			return verdict{retry: true}
+		}
+		return classifyCF(err)
+	}
 }
 
 func (c *Cloudflare) createTunnel(ctx context.Context, name string) (Tunnel, error) {
@@ -147,8 +163,8 @@ func (c *Cloudflare) createTunnel(ctx context.Context, name string) (Tunnel, err
 	p.Name.Value, p.Name.Present = name, true
 	p.TunnelSecret.Value, p.TunnelSecret.Present = base64.StdEncoding.EncodeToString(raw), true
 	p.ConfigSrc.Value, p.ConfigSrc.Present = zero_trust.TunnelCloudflaredNewParamsConfigSrcCloudflare, true
-	// Creating is not retried here: a lost answer is found by name on the
-	// caller's next pass, and the secret of this attempt is then unknown.
+	// Not retried alone: after a lost answer the tunnel exists with this
+	// attempt's secret, so EnsureTunnel finds it and asks for its token.
 	created, err := c.tunnels.New(ctx, p)
 	if err != nil {
 		return Tunnel{}, wrapCF("create tunnel", name, err)
@@ -294,7 +310,8 @@ func classifyCF(err error) verdict {
 	}
 	var ae *zero_trust.Error
 	if !errors.As(err, &ae) {
-		return verdict{retry: true}
+		var ue *url.Error
+		return verdict{retry: errors.As(err, &ue)} // the request never got an answer
 	}
 	switch {
 	case ae.StatusCode == http.StatusTooManyRequests:
@@ -338,7 +355,7 @@ func wrapCF(op, what string, err error) error {
 		if strings.Contains(op, "record") {
 			perm = "Zone: DNS: Edit"
 		}
-		return fmt.Errorf("cloudflare %s %s: %w: give the API token %q (%v)", op, what, ErrDenied, perm, err)
+		return fmt.Errorf("cloudflare %s %s: %w: give the API token %q (%w)", op, what, ErrDenied, perm, err)
 	}
 	return fmt.Errorf("cloudflare %s %s: %w", op, what, err)
 }

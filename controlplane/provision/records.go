@@ -22,32 +22,33 @@ func TunnelTarget(tunnelID string) string { return tunnelID + tunnelSuffix }
 // record, or updates the CNAME already on the name. It refuses to replace
 // an A or AAAA record it did not make.
 func (c *Cloudflare) UpsertCNAME(ctx context.Context, hostname, tunnelID string) (Record, error) {
-	target := TunnelTarget(tunnelID)
-	for range 2 {
-		existing, err := c.Records(ctx, hostname)
-		if err != nil {
-			return Record{}, err
-		}
-		for _, r := range existing {
-			if r.Type != "CNAME" {
-				return Record{}, fmt.Errorf("cloudflare record %s: a %s record (%s) holds the name; remove it or pick another slug", hostname, r.Type, r.ID)
-			}
-		}
-		if len(existing) > 0 {
-			r := existing[0]
-			if r.Content == target && r.Proxied {
-				c.log.Info("cname already set", "hostname", hostname, "tunnel", tunnelID)
-				return r, nil
-			}
-			return c.updateCNAME(ctx, r.ID, hostname, target)
-		}
-		r, err := c.createCNAME(ctx, hostname, target)
-		if cfHasCode(err, cfRecordNameTaken) || cfHasCode(err, cfRecordIdentical) {
-			continue // an earlier attempt created it and its answer was lost
-		}
-		return r, err
+	var r Record
+	err := c.retry.do(ctx, c.log, "upsert record", classifyEnsure(cfRecordNameTaken), func(ctx context.Context) (err error) {
+		r, err = c.upsertCNAME(ctx, hostname, TunnelTarget(tunnelID))
+		return err
+	})
+	return r, err
+}
+
+func (c *Cloudflare) upsertCNAME(ctx context.Context, hostname, target string) (Record, error) {
+	existing, err := c.Records(ctx, hostname)
+	if err != nil {
+		return Record{}, err
 	}
-	return Record{}, fmt.Errorf("cloudflare record %s: the name is taken but no record has it", hostname)
+	for _, r := range existing {
+		if r.Type != "CNAME" {
+			return Record{}, fmt.Errorf("cloudflare record %s: a %s record (%s) holds the name; remove it or pick another slug", hostname, r.Type, r.ID)
+		}
+	}
+	if len(existing) == 0 {
+		return c.createCNAME(ctx, hostname, target)
+	}
+	r := existing[0]
+	if r.Content == target && r.Proxied {
+		c.log.Info("cname already set", "hostname", hostname, "target", target)
+		return r, nil
+	}
+	return c.updateCNAME(ctx, r.ID, hostname, target)
 }
 
 func cnameBody(hostname, target string) dns.CNAMERecordParam {
@@ -65,8 +66,8 @@ func (c *Cloudflare) createCNAME(ctx context.Context, hostname, target string) (
 	var p dns.RecordNewParams
 	p.ZoneID.Value, p.ZoneID.Present = c.cfg.ZoneID, true
 	p.Body = cnameBody(hostname, target)
-	// Not retried here: a lost answer shows as the name taken on the
-	// caller's next pass.
+	// Not retried alone: UpsertCNAME's next pass finds what a lost answer
+	// created.
 	r, err := c.records.New(ctx, p)
 	if err != nil {
 		return Record{}, wrapCF("create record", hostname, err)
