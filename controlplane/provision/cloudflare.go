@@ -204,6 +204,39 @@ func (c *Cloudflare) FindTunnel(ctx context.Context, name string) (string, bool,
 	return ids[0], true, nil
 }
 
+// TunnelInfo is a live tunnel as listed.
+type TunnelInfo struct {
+	ID, Name, Status string
+}
+
+// Tunnels lists the live tunnels whose names start with prefix, for the
+// orphan sweep.
+func (c *Cloudflare) Tunnels(ctx context.Context, prefix string) ([]TunnelInfo, error) {
+	var p zero_trust.TunnelCloudflaredListParams
+	p.AccountID.Value, p.AccountID.Present = c.cfg.AccountID, true
+	p.IsDeleted.Value, p.IsDeleted.Present = false, true
+	if prefix != "" {
+		p.IncludePrefix.Value, p.IncludePrefix.Present = prefix, true
+	}
+	var out []TunnelInfo
+	err := c.retry.do(ctx, c.log, "list tunnels", classifyCF, func(ctx context.Context) error {
+		out = out[:0]
+		page, err := c.tunnels.List(ctx, p)
+		for ; err == nil && page != nil && len(page.Result) > 0; page, err = page.GetNextPage() {
+			for _, t := range page.Result {
+				if t.DeletedAt.IsZero() && strings.HasPrefix(t.Name, prefix) {
+					out = append(out, TunnelInfo{ID: t.ID, Name: t.Name, Status: string(t.Status)})
+				}
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, wrapCF("list tunnels", prefix+"*", err)
+	}
+	return out, nil
+}
+
 func (c *Cloudflare) token(ctx context.Context, id string) (secret.Secret, error) {
 	var p zero_trust.TunnelCloudflaredTokenGetParams
 	p.AccountID.Value, p.AccountID.Present = c.cfg.AccountID, true

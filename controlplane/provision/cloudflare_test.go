@@ -1,6 +1,7 @@
 package provision_test
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -64,6 +65,14 @@ func TestTenantTunnelEndToEnd(t *testing.T) {
 		t.Errorf("records = %+v, want one proxied CNAME to the tunnel", recs)
 	}
 
+	if _, err := c.EnsureTunnel(ctx, "other-tunnel"); err != nil {
+		t.Fatal(err)
+	}
+	ours, err := c.Tunnels(ctx, "molecule-")
+	if err != nil || len(ours) != 1 || ours[0].ID != tun.ID || ours[0].Status != "inactive" {
+		t.Errorf("Tunnels(molecule-) = %+v, %v; want the tenant's tunnel alone", ours, err)
+	}
+
 	s.Connect(tun.ID, 4)
 	st, err := c.Status(ctx, tun.ID)
 	if err != nil || st.Status != "healthy" || st.Connections != 4 {
@@ -79,13 +88,16 @@ func TestTenantTunnelEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if len(s.Records()) != 0 || len(s.LiveTunnels()) != 0 {
-		t.Errorf("left: records %+v, tunnels %+v", s.Records(), s.LiveTunnels())
+	if len(s.Records()) != 0 || len(s.LiveTunnels()) != 1 {
+		t.Errorf("left: records %+v, tunnels %+v; want only the other tunnel", s.Records(), s.LiveTunnels())
 	}
 	if st, err := c.Status(ctx, tun.ID); err != nil || !st.Deleted {
 		t.Errorf("status after delete = %+v, %v; want deleted", st, err)
 	}
-	noSecrets(t, "the log", logs.String(), tun.Token.Reveal(), string(s.Tunnels()[0].Secret))
+	for _, x := range s.Tunnels() {
+		noSecrets(t, "the log", logs.String(), base64.StdEncoding.EncodeToString(x.Secret))
+	}
+	noSecrets(t, "the log", logs.String(), tun.Token.Reveal())
 }
 
 func TestCloudflareFaults(t *testing.T) {

@@ -1,6 +1,7 @@
 package ssmtest_test
 
 import (
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -9,9 +10,19 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/aws-sdk-go-v2/service/ssm/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/molecule-ai/molecule-agent/agent/secretstore/ssmtest"
 )
+
+// writeCode is the AWS error code of err, "" for none.
+func writeCode(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}
 
 // writer is the real SDK client pointed at s, with no SDK retries.
 func writer(t *testing.T, s *ssmtest.Server) *ssm.Client {
@@ -61,7 +72,7 @@ func TestPutParameter(t *testing.T) {
 				tt.seed(s)
 			}
 			out, err := writer(t, s).PutParameter(t.Context(), tt.in)
-			if got := apiCode(err); got != tt.wantCode {
+			if got := writeCode(err); got != tt.wantCode {
 				t.Fatalf("PutParameter error = %v, want code %q", err, tt.wantCode)
 			}
 			if err == nil && out.Version != tt.wantVer {
@@ -121,12 +132,12 @@ func TestDeleteParameters(t *testing.T) {
 	}
 
 	_, err = c.DeleteParameters(t.Context(), &ssm.DeleteParametersInput{Names: make([]string, 11)})
-	if apiCode(err) != "ValidationException" {
+	if writeCode(err) != "ValidationException" {
 		t.Errorf("11 names: error %v, want ValidationException", err)
 	}
 	s.Deny("/molecule/prod/tenants/other")
 	_, err = c.DeleteParameters(t.Context(), &ssm.DeleteParametersInput{Names: []string{"/molecule/prod/tenants/other/a"}})
-	if apiCode(err) != "AccessDeniedException" || !strings.Contains(err.Error(), "ssm:DeleteParameters") {
+	if writeCode(err) != "AccessDeniedException" || !strings.Contains(err.Error(), "ssm:DeleteParameters") {
 		t.Errorf("denied: error %v, want AccessDeniedException naming ssm:DeleteParameters", err)
 	}
 	if got := s.Names("/molecule"); len(got) != 1 {
