@@ -16,6 +16,7 @@ import (
 
 	"github.com/cloudflare/cloudflare-go/v6/dns"
 	"github.com/cloudflare/cloudflare-go/v6/option"
+	"github.com/cloudflare/cloudflare-go/v6/packages/pagination"
 	"github.com/cloudflare/cloudflare-go/v6/shared"
 	"github.com/cloudflare/cloudflare-go/v6/zero_trust"
 
@@ -333,7 +334,24 @@ func (c *Cloudflare) Status(ctx context.Context, tunnelID string) (TunnelStatus,
 	if err != nil {
 		return TunnelStatus{}, wrapCF("get tunnel", tunnelID, err)
 	}
-	return TunnelStatus{Status: string(t.Status), Connections: len(t.Connections), Deleted: !t.DeletedAt.IsZero(), ConnsActiveAt: t.ConnsActiveAt}, nil
+	st := TunnelStatus{Status: string(t.Status), Deleted: !t.DeletedAt.IsZero(), ConnsActiveAt: t.ConnsActiveAt}
+	if st.Deleted {
+		return st, nil
+	}
+	// The tunnel's own connections field is deprecated (always empty):
+	// count them through the connections endpoint.
+	var conns *pagination.SinglePage[zero_trust.Client]
+	err = c.retry.do(ctx, c.log, "get connections", classifyCF, func(ctx context.Context) (err error) {
+		conns, err = c.tunnels.Connections.Get(ctx, tunnelID, zero_trust.TunnelCloudflaredConnectionGetParams(p))
+		return err
+	})
+	if err != nil {
+		return TunnelStatus{}, wrapCF("get tunnel connections", tunnelID, err)
+	}
+	for _, client := range conns.Result {
+		st.Connections += len(client.Conns)
+	}
+	return st, nil
 }
 
 // classifyCF retries 429 (after its Retry-After), 5xx and transport failures.

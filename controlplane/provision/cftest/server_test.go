@@ -92,7 +92,7 @@ func TestTunnelLifecycle(t *testing.T) {
 		t.Error("a 16-byte tunnel secret was accepted")
 	}
 
-	tok, err := tunnels.Token.Get(t.Context(), created.ID, zero_trust.TunnelCloudflaredTokenGetParams{AccountID: acct.AccountID})
+	tok, err := tunnels.Token.Get(t.Context(), created.ID, zero_trust.TunnelCloudflaredTokenGetParams(acct))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestTunnelLifecycle(t *testing.T) {
 	if _, err := tunnels.Configurations.Update(t.Context(), created.ID, ingress([2]string{"acme.molecule.test", "http://localhost:8080"}, [2]string{"", "http_status:404"})); err != nil {
 		t.Fatal(err)
 	}
-	got, err := tunnels.Configurations.Get(t.Context(), created.ID, zero_trust.TunnelCloudflaredConfigurationGetParams{AccountID: acct.AccountID})
+	got, err := tunnels.Configurations.Get(t.Context(), created.ID, zero_trust.TunnelCloudflaredConfigurationGetParams(acct))
 	if err != nil || got.Version != 1 || len(got.Config.Ingress) != 2 || got.Config.Ingress[0].Hostname != "acme.molecule.test" {
 		t.Errorf("configuration = %+v, %v", got, err)
 	}
@@ -114,17 +114,21 @@ func TestTunnelLifecycle(t *testing.T) {
 
 	s.Connect(created.ID, 4)
 	one, err := tunnels.Get(t.Context(), created.ID, acct)
-	if err != nil || one.Status != "healthy" || len(one.Connections) != 4 {
-		t.Errorf("connected tunnel = %+v, %v; want healthy with 4 connections", one, err)
+	if err != nil || one.Status != "healthy" {
+		t.Errorf("connected tunnel = %+v, %v; want healthy", one, err)
 	}
-	_, err = tunnels.Delete(t.Context(), created.ID, zero_trust.TunnelCloudflaredDeleteParams{AccountID: acct.AccountID})
+	conns, err := tunnels.Connections.Get(t.Context(), created.ID, zero_trust.TunnelCloudflaredConnectionGetParams(acct))
+	if err != nil || len(conns.Result) != 1 || len(conns.Result[0].Conns) != 4 {
+		t.Errorf("connections = %+v, %v; want one connector with 4 connections", conns, err)
+	}
+	_, err = tunnels.Delete(t.Context(), created.ID, zero_trust.TunnelCloudflaredDeleteParams(acct))
 	if _, codes := apiCodes(err); !slices.Contains(codes, 1022) {
 		t.Errorf("delete with live connections: %v, want code 1022", err)
 	}
 	if _, err := tunnels.Connections.Delete(t.Context(), created.ID, zero_trust.TunnelCloudflaredConnectionDeleteParams{AccountID: acct.AccountID}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tunnels.Delete(t.Context(), created.ID, zero_trust.TunnelCloudflaredDeleteParams{AccountID: acct.AccountID}); err != nil {
+	if _, err := tunnels.Delete(t.Context(), created.ID, zero_trust.TunnelCloudflaredDeleteParams(acct)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -189,10 +193,10 @@ func TestDNSRecords(t *testing.T) {
 	if err != nil || upd.Content != "def.cfargotunnel.com" {
 		t.Errorf("update = %+v, %v", upd, err)
 	}
-	if _, err := records.Delete(t.Context(), rec.ID, dns.RecordDeleteParams{ZoneID: zone.ZoneID}); err != nil {
+	if _, err := records.Delete(t.Context(), rec.ID, dns.RecordDeleteParams(zone)); err != nil {
 		t.Fatal(err)
 	}
-	_, err = records.Delete(t.Context(), rec.ID, dns.RecordDeleteParams{ZoneID: zone.ZoneID})
+	_, err = records.Delete(t.Context(), rec.ID, dns.RecordDeleteParams(zone))
 	if status, codes := apiCodes(err); status != http.StatusNotFound || !slices.Contains(codes, 81044) {
 		t.Errorf("delete twice: %v, want 404 code 81044", err)
 	}

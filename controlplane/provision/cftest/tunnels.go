@@ -53,17 +53,15 @@ func (t *tunnel) status() string {
 }
 
 func (t *tunnel) wire() map[string]any {
-	conns := t.conns
-	if conns == nil {
-		conns = []connection{}
-	}
 	var deleted any
 	if t.deleted != nil {
 		deleted = t.deleted.UTC().Format(time.RFC3339Nano)
 	}
 	return map[string]any{
 		"id": t.id, "account_tag": AccountTag, "name": t.name, "created_at": t.created.UTC().Format(time.RFC3339Nano),
-		"deleted_at": deleted, "connections": conns, "status": t.status(), "tun_type": "cfd_tunnel",
+		// "connections" is deprecated and empty, as Cloudflare announced:
+		// a client counts connections through .../connections.
+		"deleted_at": deleted, "connections": []connection{}, "status": t.status(), "tun_type": "cfd_tunnel",
 		"config_src": t.configSrc, "remote_config": t.configSrc == "cloudflare", "metadata": map[string]any{},
 	}
 }
