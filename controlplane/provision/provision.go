@@ -16,6 +16,16 @@
 //
 // No secret (tunnel secret or token, parameter value) is logged or put in
 // an error: values travel as secret.Secret.
+//
+// The org job of issue 17 maps onto it step by step: 1 Parameters.Ensure
+// (generated secrets) and Parameters.Set (URLs, IDs) under the org's
+// prefix; 2 Cloudflare.EnsureTunnel("molecule-"+slug), then Set of the
+// tunnel token; 3 Cloudflare.ConfigureIngress; 4 Cloudflare.UpsertCNAME;
+// 5 Instances.Launch with a key stored with the job. The delete cascade:
+// Instances.List and Terminate, Cloudflare.DeleteCNAME, DeleteTunnel (with
+// the stored tunnel ID), Parameters.DeleteAll. Sweeps use Instances.List,
+// Instances.Console, Cloudflare.Status, Cloudflare.Tunnels,
+// Cloudflare.Records and Parameters.Names.
 package provision
 
 import (
