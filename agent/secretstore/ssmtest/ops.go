@@ -126,6 +126,10 @@ func (s *Server) handle(r *http.Request, body []byte, op string, in input, decod
 		return s.getParametersLocked(in)
 	case "GetParametersByPath":
 		return s.getParametersByPathLocked(in)
+	case "PutParameter":
+		return s.putParameterLocked(body)
+	case "DeleteParameters":
+		return s.deleteParametersLocked(in)
 	}
 	return nil, &apiError{http.StatusBadRequest, "UnknownOperationException", ""}
 }
