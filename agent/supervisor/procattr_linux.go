@@ -1,0 +1,8 @@
+package supervisor
+
+import "syscall"
+
+// groupAttr starts a unit in its own process group, killed if the agent dies.
+func groupAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}

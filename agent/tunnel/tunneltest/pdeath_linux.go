@@ -1,0 +1,6 @@
+package tunneltest
+
+import "syscall"
+
+// dieWithParent kills the child when the test process dies.
+func dieWithParent() *syscall.SysProcAttr { return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} }
