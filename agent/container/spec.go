@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package container runs the agent's container units on the local Docker
 // engine (official client, API version negotiated) and updates their images
 // with a health-gated, crash-safe rollout.

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package tunneltest gives tests a real cloudflared: the binary built from
 // the version pinned in packaging/cloudflared, syntactically valid fake
 // tunnel tokens, and a way to run a test inside an empty network namespace
