@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package bootstrap turns a fresh EC2 instance into a running, registered
 // molecule host: it is `molecule-agent bootstrap`, what the one-line
 // user-data runs. It resolves the host's parameters (flags, else instance

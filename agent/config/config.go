@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package config loads and validates agent.yaml: the host's role, its units,
 // and the settings for secrets, identity, the control plane and the status API.
 //

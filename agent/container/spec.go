@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package container runs the agent's container units on the local Docker
 // engine (through its own small Engine API client, docker.go, API version
 // negotiated) and updates their images with a health-gated, crash-safe

@@ -1,3 +1,5 @@
+//go:build unix
+
 package container
 
 import (
@@ -44,7 +46,7 @@ func TestSupervisedUpdate(t *testing.T) {
 		ProbeInterval: 100 * time.Millisecond, Grace: 5 * time.Second,
 		Restart: restart.Policy{Mode: restart.Always, InitialDelay: 100 * time.Millisecond, MaxDelay: time.Second,
 			StableAfter: time.Minute, Budget: 5, Window: time.Minute},
-		Prepare: env,
+		Prepare: env, Reporters: []supervisor.Reporter{d.Report},
 	}})
 	if err != nil {
 		t.Fatalf("supervisor.New: %v", err)

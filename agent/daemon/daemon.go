@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package daemon is `molecule-agent run`: it assembles the agent's parts
 // from the config in one pass (Assemble), then boots in named phases
 // (params, secrets, identity, registration, units), serves the status API,

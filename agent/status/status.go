@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package status serves the agent's local status API on a unix socket and
 // reads it back for `molecule-agent status`. Nothing it serves holds a
 // secret: unit states, identifiers, counters and error texts only.

@@ -1,3 +1,5 @@
+//go:build unix
+
 package supervisor
 
 import (
@@ -39,7 +41,7 @@ func (d *ExecDriver) Start(_ context.Context, env []string) (Instance, error) {
 	cmd := exec.Command(d.Command, d.Args...)
 	cmd.Env = env
 	cmd.Dir = d.Dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = groupAttr()
 	if d.User != "" {
 		cred, err := lookupCredential(d.User)
 		if err != nil {

@@ -1,3 +1,5 @@
+//go:build unix
+
 package supervisor
 
 // Facets are what a unit's parts know about its workload beyond its state,

@@ -1,9 +1,15 @@
+//go:build unix
+
 // Package supervisor keeps a host's units running: it starts them in
 // dependency order once their dependencies are ready, probes their readiness,
 // restarts them by their restart policy, and stops them in reverse order.
 //
 // A unit's workload is started by a Driver (a process, a container); the
 // supervisor owns one goroutine per unit, and every wait is bounded.
+//
+// The agent runs on Linux and compiles on other Unix systems for
+// development (unix_other.go). Windows is excluded on purpose: this package
+// and every agent package built on it carry //go:build unix.
 package supervisor
 
 import (

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package tunnel runs cloudflared as a built-in unit: it checks the tunnel
 // token before cloudflared sees it, defines the exec unit (token in the
 // environment, never argv; metrics on loopback only), and judges readiness

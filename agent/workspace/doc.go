@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package workspace is the workspace host's side of molecule-core: before
 // each start of the workspace runtime (molecule-runtime) it writes
 // config.yaml and the 0600 .auth_token into the configs dir and builds the

@@ -1,3 +1,5 @@
+//go:build unix
+
 package boottest
 
 import (
@@ -210,6 +212,7 @@ func TestBootInNspawn(t *testing.T) {
 	if id := cp.checkOneHost(t, ctx); id != hostID {
 		t.Errorf("host ID changed after a config change: %s -> %s", hostID, id)
 	}
+	watchdogRestartsAWedgedAgent(t, ctx, m)
 	for _, u := range []string{"runtime", "worker"} {
 		_, _ = m.exec(ctx, "rm", "-f", "/var/lib/boottest/"+u+".stopped")
 	}
@@ -374,6 +377,57 @@ func buildDeb(t *testing.T) string {
 		t.Fatalf("want one .deb in %s, got %v", out, debs)
 	}
 	return debs[0]
+}
+
+// watchdogRestartsAWedgedAgent runs the agent built with -tags testhooks
+// (agent/supervisor/wedge_testhooks.go: SIGUSR2 wedges the supervisor's main
+// loop; a production build has no such hook) under a drop-in with a short
+// WatchdogSec, wedges it, and expects systemd's watchdog to restart it.
+// The drop-in is removed and the shipped agent restarted afterwards.
+func watchdogRestartsAWedgedAgent(t *testing.T, ctx context.Context, m *machine) {
+	t.Helper()
+	m.write("/usr/local/bin/molecule-agent-testhooks", mustRead(t, buildAgent(t, "testhooks")), 0o755)
+	dropIn := "/etc/systemd/system/molecule-agent.service.d/testhooks.conf"
+	m.write(dropIn, []byte("[Service]\nExecStart=\nExecStart=/usr/local/bin/molecule-agent-testhooks run --config /etc/molecule-agent/agent.yaml\nWatchdogSec=3s\n"), 0o644)
+	m.must(ctx, "sh", "-c", "systemctl daemon-reload && systemctl restart molecule-agent.service")
+	m.unitsReady(ctx)
+	pid := m.mainPID(ctx)
+	if exe := m.must(ctx, "readlink", "/proc/"+strconv.Itoa(pid)+"/exe"); exe != "/usr/local/bin/molecule-agent-testhooks" {
+		t.Fatalf("agent runs %s, want the testhooks build", exe)
+	}
+	// Still pinging while the loop turns: alive after several watchdog periods.
+	m.must(ctx, "sleep", "7")
+	if p := m.mainPID(ctx); p != pid {
+		t.Fatalf("the agent was restarted (pid %d -> %d) while its loop turned:\n%s", pid, p, m.journal(ctx))
+	}
+	m.must(ctx, "kill", "-USR2", strconv.Itoa(pid))
+	wedged := time.Now()
+	if err := eventually(testenv.Long, func() error {
+		if p := m.mainPID(ctx); p == 0 || p == pid {
+			return errTimeout
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("wedged agent not restarted: %v\n%s", err, m.journal(ctx))
+	}
+	t.Logf("BENCH wedge_to_restart_ms=%d (WatchdogSec=3s)", time.Since(wedged).Milliseconds())
+	if out, err := m.exec(ctx, "sh", "-c", "journalctl -u molecule-agent --no-pager -o cat | grep 'Watchdog timeout'"); err != nil {
+		t.Errorf("the restart was not systemd's watchdog (%v %s):\n%s", err, out, m.journal(ctx))
+	}
+	m.must(ctx, "sh", "-c", "rm "+dropIn+" && systemctl daemon-reload && systemctl restart molecule-agent.service")
+	m.unitsReady(ctx)
+}
+
+// buildAgent builds the agent from this tree with the given build tags.
+func buildAgent(t *testing.T, tags string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "molecule-agent")
+	build := exec.Command("go", "build", "-trimpath", "-tags", tags, "-o", bin, "./agent/cmd/molecule-agent")
+	build.Dir, build.Env = repoRoot(t), append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build agent -tags %s: %v\n%s", tags, err, out)
+	}
+	return bin
 }
 
 func repoRoot(t *testing.T) string {

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package boottest holds the boot test: a Debian rootfs (debootstrap,
 // cached) with the molecule-agent .deb installed boots under
 // systemd-nspawn --boot on its own network namespace, runs the rendered

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command agent-bench measures the agent against design.md §4: RSS with four
 // idle units, agent start to all units started, and crash to restart.
 // `make bench` runs it; it prints a Markdown table for the README.

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command molecule-agent is the on-instance agent: it supervises a host's
 // units, fetches its secrets, and reports to the control plane.
 package main

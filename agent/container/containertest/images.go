@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package containertest builds small OCI images in Go from a static test
 // binary (testserver), serves them from an in-process registry on 127.0.0.1
 // and cleans up what tests leave in the Docker engine. Docker treats

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package tunneltest gives tests a real cloudflared: the binary built from
 // the version pinned in packaging/cloudflared, syntactically valid fake
 // tunnel tokens, and a way to run a test inside an empty network namespace
@@ -18,7 +20,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -188,7 +189,7 @@ func InEmptyNetns(t *testing.T) bool {
 	cmd := exec.Command("unshare", args...)
 	cmd.Env = append(os.Environ(), netnsEnv+"=1")
 	// unshare execs the test binary in place; it dies with this process.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = dieWithParent()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err = cmd.Run()

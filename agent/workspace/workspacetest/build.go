@@ -1,3 +1,5 @@
+//go:build unix
+
 package workspacetest
 
 import "github.com/molecule-ai/molecule-agent/controlplane/api/testenv"

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package workspacetest holds the parts the workspace role's tests run
 // against: a stand-in tenant platform enforcing the registry contract of
 // molecule-core (interop §1) and a stand-in workspace runtime binary

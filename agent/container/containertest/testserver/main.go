@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command testserver is the workload baked into the test images that
 // containertest builds: a tiny HTTP server whose version, readiness and data
 // directory are set by flags or environment, so one static binary yields

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command standin-runtime behaves like the workspace runtime (`molecule-runtime`)
 // as far as the agent and the tenant platform can tell (interop §1, §2):
 //
