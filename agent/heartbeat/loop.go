@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package heartbeat is the agent's side of the control plane: it registers the
 // host (with a proof the caller supplies), keeps the host ID and token in a
 // 0600 file under the state dir, and heartbeats at the server's interval

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package identity reads this EC2 instance's identity from the Instance
 // Metadata Service, IMDSv2 only (a session token on every request, never the
 // IMDSv1 fallback), and watches for spot interruption and Auto Scaling

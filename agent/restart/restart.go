@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package restart decides whether and when a unit that exited runs again:
 // exponential backoff with full jitter, a reset after a stable run, a budget
 // of restarts per window, and exit codes that mean "do not restart".

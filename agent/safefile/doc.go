@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package safefile writes files as root into directories another user may
 // control without ever following a link that user could plant: the
 // directory is opened by descriptor, component by component, with no

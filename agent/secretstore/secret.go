@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package secretstore fetches the host's secrets from AWS SSM Parameter Store (or
 // a file, off EC2) and holds them in memory as values that never print, log
 // or marshal.

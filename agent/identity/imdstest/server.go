@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package imdstest is an EC2 Instance Metadata Service double that speaks
 // IMDSv2: a session token from PUT /latest/api/token (with a TTL header) is
 // required on every GET, which otherwise gets 401. It serves the instance's

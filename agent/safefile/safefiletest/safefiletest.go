@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package safefiletest races a real unprivileged process against root's
 // writes into that user's directory, for the symlink tests of safefile and
 // its callers.

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package ssmtest is an AWS Systems Manager Parameter Store double that speaks
 // the real wire protocol: awsJson1.1 over HTTP with SigV4 checked on every
 // request. Tests drive it with the real aws-sdk-go-v2 ssm client through

@@ -1,3 +1,5 @@
+//go:build unix
+
 // Command attacker is the unprivileged user of the symlink-race tests: run
 // as a directory's owner, it replaces every name in the directory (the
 // writer's temporary files included) with a symlink to a victim file until
