@@ -147,12 +147,8 @@ func workspaceHostIP(ctx context.Context, cfg *config.Config, log *slog.Logger) 
 		return id.PrivateIPv4, nil
 	}
 	addrs, err := net.InterfaceAddrs()
-	if err == nil {
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
-				return ipn.IP.String(), nil
-			}
-		}
+	if err != nil {
+		return "", fmt.Errorf("workspace host IP: %w; set workspace.host_ip", err)
 	}
-	return "", fmt.Errorf("no private IPv4 found; set workspace.host_ip")
+	return workspace.PickHostIP(addrs)
 }

@@ -67,13 +67,18 @@ func TestRegisters(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			me, err := user.Current()
+			if err != nil {
+				t.Fatal(err)
+			}
 			wantPlatform := ten.URL()
 			if proxy {
 				wantPlatform = r.proxy.URL()
 			}
 			for _, kv := range []string{"WORKSPACE_ID=" + workspaceID, "PLATFORM_URL=" + wantPlatform,
-				"MOLECULE_URL=" + wantPlatform, "HOSTNAME=127.0.0.1", "ADAPTER_MODULE=adapter",
-				"WORKSPACE_CONFIG_PATH=" + r.dir, "CONFIGS_DIR=" + r.dir, "OPENAI_API_KEY=sk-test-not-a-token"} {
+				"MOLECULE_URL=" + wantPlatform, "HOSTNAME=" + hostIP, "ADAPTER_MODULE=adapter",
+				"WORKSPACE_CONFIG_PATH=" + r.dir, "CONFIGS_DIR=" + r.dir, "OPENAI_API_KEY=sk-test-not-a-token",
+				"PYTHONUNBUFFERED=1", "HOME=" + me.HomeDir, "USER=" + me.Username, "LOGNAME=" + me.Username} {
 				if !strings.Contains("\x00"+string(env)+"\x00", "\x00"+kv+"\x00") {
 					t.Errorf("runtime env lacks %s", kv)
 				}
@@ -389,3 +394,18 @@ func TestUnknownOrgDoesNotStop(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestMissingRuntimeUser: a runtime user that does not exist blocks the
+// runtime with a status naming the user, instead of a failed exec.
+func TestMissingRuntimeUser(t *testing.T) {
+	ten := workspacetest.NewTenant(orgID)
+	defer ten.Close()
+	r := newRig(t, ten, rigOptions{token: ten.IssueToken(workspaceID), user: "no-such-runtime-user"})
+	waitFor(t, "blocked", func() bool { return r.unit().State == supervisor.Blocked })
+	if d := r.unit().Detail; !strings.Contains(d, `"no-such-runtime-user" does not exist`) {
+		t.Errorf("detail: got %q, want it to name the missing user", d)
+	}
+	if n := ten.Registrations(workspaceID); n != 0 {
+		t.Errorf("register attempts: got %d, want 0", n)
+	}
+}

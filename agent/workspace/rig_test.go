@@ -47,6 +47,10 @@ const (
 	workspaceID = "8d0a4c9e-2f7b-4b7e-9a51-3c1de0f4a001"
 	orgID       = "org-acme"
 	tokenName   = workspace.DefaultTokenSecret
+	// hostIP is the runtime's registered address: a private one, as the
+	// real tenant refuses loopback and TEST-NET URLs (the stand-in tenant
+	// checks the URL, and nothing calls it back).
+	hostIP = "10.77.0.2"
 )
 
 type rigOptions struct {
@@ -167,7 +171,7 @@ func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 	// WORKSPACE_ID, PLATFORM_URL and CONFIGS_DIR come from the unit's env,
 	// as the workspace role's YAML sets them; the rest from the options.
 	rt := workspace.RuntimeOptions{
-		HostIP: "127.0.0.1",
+		HostIP: hostIP,
 		Config: workspace.RuntimeConfig{Name: "Research", Description: "test workspace", Tier: 2,
 			Runtime: "claude-code", Model: "anthropic:claude-sonnet", Port: r.port},
 		Token:         func() (secretstore.Secret, bool) { return r.store.Get(tokenName) },

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os/user"
 	"slices"
 	"strconv"
 	"strings"
@@ -103,9 +104,20 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 		}
 		eo := o.fromEnv(env)
 		eo.Secrets = ws
+		acct, err := runtimeUser(o.User)
+		if err != nil {
+			return nil, &supervisor.BlockedError{Reason: err.Error()}
+		}
+		eo.User = acct.Username
+		if eo.Home == "" {
+			eo.Home = acct.HomeDir
+		}
 		own, err := Env(eo)
 		if err != nil {
 			return nil, &supervisor.BlockedError{Reason: "runtime environment: " + err.Error()}
+		}
+		if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "PATH=") }) {
+			own = append(own, "PATH="+DefaultPath)
 		}
 		uid, gid, err := supervisor.Owner(o.User)
 		if err != nil {
@@ -133,6 +145,27 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 		}
 		return mergeEnv(env, own), nil
 	}
+}
+
+// runtimeUser looks up the unit's user (name or uid; "" is the agent's
+// own) for the runtime's HOME, USER and LOGNAME. A missing user is an
+// error naming it and saying what to do, not a failed exec.
+func runtimeUser(name string) (*user.User, error) {
+	if name == "" {
+		u, err := user.Current()
+		if err != nil {
+			return nil, fmt.Errorf("runtime user: the agent's own user: %w", err)
+		}
+		return u, nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		if byID, err2 := user.LookupId(name); err2 == nil {
+			return byID, nil
+		}
+		return nil, fmt.Errorf("runtime user %q does not exist on this host: create it (the AMI bakes %q) or set the runtime unit's user", name, DefaultUser)
+	}
+	return u, nil
 }
 
 // fromEnv fills the options' empty fields from the unit's own resolved

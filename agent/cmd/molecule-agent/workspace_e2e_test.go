@@ -62,7 +62,7 @@ workspace:
   id: %[3]s
   platform_url: %[4]s
   org_id: org-acme
-  host_ip: 127.0.0.1
+  host_ip: 10.77.0.3
   name: e2e
   runtime: claude-code
   port: %[5]d
@@ -114,7 +114,7 @@ func TestWorkspaceRoleRegistersAndStopsWhenRemoved(t *testing.T) {
 		t.Errorf("tenant says %s, want online", got)
 	}
 	env := environOf(t, unitOf(r, "runtime").PID)
-	for _, want := range []string{"WORKSPACE_ID=" + wsID, "HOSTNAME=127.0.0.1", "OPENAI_API_KEY=sk-test-provider-key-123456",
+	for _, want := range []string{"WORKSPACE_ID=" + wsID, "HOSTNAME=10.77.0.3", "OPENAI_API_KEY=sk-test-provider-key-123456",
 		"CONFIGS_DIR=" + dir + "/configs", "WORKSPACE_CONFIG_PATH=" + dir + "/configs"} {
 		if !strings.Contains(env, want+"\n") {
 			t.Errorf("runtime env lacks %s", strings.SplitN(want, "=", 2)[0])
