@@ -175,7 +175,7 @@ func (t *tokenStore) save(tok string) (bool, error) {
 func run(ctx context.Context) error {
 	id := os.Getenv("WORKSPACE_ID")
 	if id == "" {
-		return errors.New("FATAL: WORKSPACE_ID env var is not set. Aborting.")
+		return errors.New("FATAL: WORKSPACE_ID env var is not set; aborting")
 	}
 	if p := os.Getenv("STANDIN_EXEC_LOG"); p != "" {
 		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
