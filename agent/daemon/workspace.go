@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
@@ -54,8 +56,14 @@ func newWorkspace(ctx context.Context, cfg *config.Config, store *secretstore.St
 	if cfg.Secrets.Prefix != "" {
 		tokenAt = cfg.Secrets.Prefix + "/" + workspace.DefaultTokenSecret
 	}
+	// Read before anything starts: a workspace removed before an agent
+	// restart never runs its runtime again.
+	state, err := workspace.OpenState(filepath.Join(cfg.StateDir, workspace.StateFileName), w.ID)
+	if err != nil {
+		return nil, err
+	}
 	chk, err := workspace.NewChecker(workspace.CheckerOptions{
-		TenantURL: w.PlatformURL, WorkspaceID: w.ID, OrgID: w.OrgID, Log: log, TokenLocation: tokenAt,
+		TenantURL: w.PlatformURL, WorkspaceID: w.ID, OrgID: w.OrgID, Log: log, TokenLocation: tokenAt, State: state,
 		SteadyInterval: w.CheckInterval.Duration,
 		RefreshToken: func(ctx context.Context) (bool, error) {
 			if store == nil {
@@ -83,7 +91,9 @@ func newWorkspace(ctx context.Context, cfg *config.Config, store *secretstore.St
 		logf.Close()
 		return nil, err
 	}
-	parts := &workspaceParts{unit: unit, secretRefs: slices.Sorted(maps.Values(w.Secrets)),
+	// The token is a ref too: an operator's rotation restarts the runtime,
+	// whose Prepare then writes the new token (agent/workspace/token.go).
+	parts := &workspaceParts{unit: unit, secretRefs: append(slices.Sorted(maps.Values(w.Secrets)), workspace.DefaultTokenSecret),
 		section: func() any { return chk.Status() },
 		bg:      []Background{chk.Run},
 		closers: []func(){func() { sink.Close(2 * time.Second) }, func() { logf.Close() }}}
@@ -106,23 +116,42 @@ func newWorkspace(ctx context.Context, cfg *config.Config, store *secretstore.St
 		configsDir = workspace.DefaultConfigsDir
 	}
 	opts := workspace.RuntimeOptions{WorkspaceID: w.ID, PlatformURL: platformURL, HostIP: hostIP,
-		AdapterModule: w.AdapterModule, ConfigsDir: configsDir, Checker: chk, Log: log, TokenLocation: tokenAt,
+		AdapterModule: w.AdapterModule, ConfigsDir: configsDir, Checker: chk, State: state, Log: log, TokenLocation: tokenAt,
 		Config: workspace.RuntimeConfig{Name: w.Name, Description: w.Description, Tier: w.Tier,
 			Runtime: w.Runtime, Model: w.Model, Port: w.Port}}
 	if store != nil {
 		opts.Token = func() (secretstore.Secret, bool) { return store.Get(workspace.DefaultTokenSecret) }
-		opts.Secrets = func() map[string]secretstore.Secret {
+		opts.Secrets = func() (map[string]secretstore.Secret, error) {
+			if !store.Status().Loaded {
+				return nil, fmt.Errorf("waiting for the first load of the secrets (%s)", store.Status().Source)
+			}
 			out := map[string]secretstore.Secret{}
-			for env, name := range w.Secrets {
+			var missing []string
+			for _, env := range slices.Sorted(maps.Keys(w.Secrets)) {
+				name := w.Secrets[env]
 				if v, ok := store.Get(name); ok {
 					out[env] = v
+				} else {
+					missing = append(missing, fmt.Sprintf("%s (secret %s)", env, secretAt(cfg, name)))
 				}
 			}
-			return out
+			if len(missing) > 0 {
+				return nil, fmt.Errorf("workspace.secrets without a value: %s; the runtime starts once they are there",
+					strings.Join(missing, ", "))
+			}
+			return out, nil
 		}
 	}
 	parts.hook = workspace.Hook(opts, sink)
 	return parts, nil
+}
+
+// secretAt names a secret's parameter for messages.
+func secretAt(cfg *config.Config, name string) string {
+	if cfg.Secrets.Prefix != "" {
+		return cfg.Secrets.Prefix + "/" + name
+	}
+	return name
 }
 
 func (p *workspaceParts) close() {

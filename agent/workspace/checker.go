@@ -18,6 +18,9 @@ const (
 	Registered    = "registered"
 	NotRegistered = "not_registered"
 	Removed       = "removed"
+	// TokenRejected: the tenant rejects the runtime's token (its register
+	// got 401) and recovery did not help.
+	TokenRejected = "token_rejected"
 )
 
 // Token recovery outcomes reported by the Checker.
@@ -63,6 +66,10 @@ type CheckerOptions struct {
 	Stop func()
 	// TokenLocation names where the token lives, for messages (no value).
 	TokenLocation string
+	// State, when set, persists the removal (before the runtime is
+	// stopped, so an agent restart never starts it again) and bounds the
+	// token-recovery restarts across agent restarts.
+	State *State
 }
 
 // Status is the Checker's view of the workspace's registration. It holds no
@@ -76,6 +83,11 @@ type Status struct {
 	Detail          string    `json:"detail,omitempty"`
 	LastCheck       time.Time `json:"last_check,omitzero"`
 	Checks          int       `json:"checks"`
+	// LastRegister is when the agent last saw a register of its own start
+	// accepted (this agent run or, from State, an earlier one).
+	LastRegister time.Time `json:"last_register,omitzero"`
+	// UptimeSeconds is the tenant's uptime_seconds, from the last heartbeat.
+	UptimeSeconds int `json:"uptime_seconds,omitempty"`
 }
 
 // Checker polls the tenant's GET /workspaces/{id} until the workspace is
@@ -112,9 +124,11 @@ type Checker struct {
 	// staleDetail explains the last stale-token handling until a registration.
 	staleDetail string
 	seenFound   bool
-	notFound    int
-	removed     bool
-	lastLogged  string
+	// confirmed: a check found the workspace on the tenant, not removed.
+	confirmed  bool
+	notFound   int
+	removed    bool
+	lastLogged string
 }
 
 // NewChecker checks the options and returns a Checker; nothing runs until Run.
@@ -144,9 +158,29 @@ func NewChecker(o CheckerOptions) (*Checker, error) {
 	if o.TokenLocation == "" {
 		o.TokenLocation = "the secrets source"
 	}
-	return &Checker{o: o, url: u.JoinPath("workspaces", o.WorkspaceID).String(), log: o.Log,
+	c := &Checker{o: o, url: u.JoinPath("workspaces", o.WorkspaceID).String(), log: o.Log,
 		wake: make(chan struct{}, 1), now: time.Now,
-		st: Status{Registration: NotRegistered, Detail: "runtime not started yet"}}, nil
+		st: Status{Registration: NotRegistered, Detail: "runtime not started yet"}}
+	if o.State != nil {
+		ps := o.State.Get()
+		c.st.LastRegister = ps.LastRegistered
+		if ps.Removed {
+			c.removed = true
+			c.st.Registration = Removed
+			c.st.Detail = "workspace removed on the tenant (recorded " + ps.RemovedAt.UTC().Format(time.RFC3339) +
+				"); the runtime never starts again on this host"
+		}
+	}
+	return c, nil
+}
+
+// Confirmed reports whether a check found the workspace on the tenant and
+// not removed: before that, a runtime without a token must not start, since
+// a tokenless register of a removed workspace mints it a fresh token.
+func (c *Checker) Confirmed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.confirmed && !c.removed
 }
 
 var (
@@ -227,14 +261,25 @@ func (c *Checker) Report() map[string]string {
 	if st.TokenRecovery != "" {
 		r["token_recovery"] = st.TokenRecovery
 	}
+	if !st.LastRegister.IsZero() {
+		r["last_register"] = st.LastRegister.UTC().Format(time.RFC3339)
+	}
 	if st.Detail != "" {
 		r["registration_detail"] = st.Detail
 	}
 	return r
 }
 
-// Run polls until ctx ends or the workspace is found removed.
+// Run polls until ctx ends or the workspace is found removed. A removal
+// recorded by an earlier agent run stops the runtime at once.
 func (c *Checker) Run(ctx context.Context) {
+	if c.IsRemoved() {
+		c.log.Warn("workspace was removed on the tenant (recorded in the agent's state): the runtime stays stopped")
+		if c.o.Stop != nil {
+			c.o.Stop()
+		}
+		return
+	}
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {

@@ -51,12 +51,17 @@ type RuntimeOptions struct {
 	// TokenLocation names the token's parameter in messages, e.g.
 	// "/molecule/prod/workspaces/<id>/auth-token".
 	TokenLocation string
-	// Secrets returns the workspace secrets passed as env (may be nil).
-	Secrets func() map[string]secretstore.Secret
+	// Secrets returns the workspace secrets passed as env (may be nil); an
+	// error (keys named in workspace.secrets without a value) blocks the
+	// runtime with the error as its status.
+	Secrets func() (map[string]secretstore.Secret, error)
 	// Checker, when set, is told of every start, and a removed workspace
 	// blocks the runtime.
 	Checker *Checker
-	Log     *slog.Logger
+	// State, when set, remembers which source token was written, so a
+	// token the platform issued to the runtime is never overwritten.
+	State *State
+	Log   *slog.Logger
 
 	// redactor gets the token and workspace secret values at each start
 	// (set by Hook, which gives it to the log Sink).
@@ -87,10 +92,7 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 		if o.Token != nil {
 			tok, found = o.Token()
 		}
-		if !found || strings.TrimSpace(tok.Reveal()) == "" {
-			return nil, &supervisor.BlockedError{Reason: "workspace auth token missing: no value at " + o.TokenLocation +
-				"; the runtime starts once it is there"}
-		}
+		found = found && strings.TrimSpace(tok.Reveal()) != ""
 		var env []string
 		if inner != nil {
 			var err error
@@ -100,7 +102,10 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 		}
 		var ws map[string]secretstore.Secret
 		if o.Secrets != nil {
-			ws = o.Secrets()
+			var err error
+			if ws, err = o.Secrets(); err != nil {
+				return nil, &supervisor.BlockedError{Reason: err.Error()}
+			}
 		}
 		eo := o.fromEnv(env)
 		eo.Secrets = ws
@@ -129,12 +134,13 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 		if err := WriteConfig(eo.ConfigsDir, o.Config, uid, gid); err != nil {
 			return nil, err
 		}
-		if err := WriteToken(eo.ConfigsDir, tok, uid, gid); err != nil {
-			return nil, &supervisor.BlockedError{Reason: fmt.Sprintf("%s: %v", o.TokenLocation, err)}
+		fileTok, err := o.placeToken(eo.ConfigsDir, tok, found, uid, gid)
+		if err != nil {
+			return nil, err
 		}
-		o.Log.Debug("wrote runtime config and token", "dir", eo.ConfigsDir)
+		o.Log.Debug("wrote runtime config", "dir", eo.ConfigsDir)
 		if o.redactor != nil {
-			vals := []string{strings.TrimSpace(tok.Reveal())}
+			vals := []string{strings.TrimSpace(tok.Reveal()), fileTok}
 			for _, v := range ws {
 				vals = append(vals, v.Reveal())
 			}

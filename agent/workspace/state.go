@@ -34,6 +34,11 @@ type PersistedState struct {
 	RecoveryRestarts int `json:"recovery_restarts,omitempty"`
 	// LastRegistered is when the agent last saw a registration of its own start.
 	LastRegistered time.Time `json:"last_registered,omitzero"`
+	// SourceToken is the SHA-256 (hex) of the secret source's token the
+	// agent last wrote to .auth_token: the file is written again only when
+	// the source holds another one (an operator's rotation), never over a
+	// token the platform issued to the runtime.
+	SourceToken string `json:"source_token_sha256,omitempty"`
 }
 
 // State is the persisted workspace state, in a 0600 file of the agent's
@@ -104,6 +109,11 @@ func (s *State) TakeRecoveryRestart() (bool, error) {
 // Registered records a registration of this start: recovery is allowed again.
 func (s *State) Registered(at time.Time) error {
 	return s.update(func(st *PersistedState) { st.RecoveryRestarts, st.LastRegistered = 0, at })
+}
+
+// SourceTokenWritten records the hash of the source token just written.
+func (s *State) SourceTokenWritten(sum string) error {
+	return s.update(func(st *PersistedState) { st.SourceToken = sum })
 }
 
 func (s *State) update(f func(*PersistedState)) error {

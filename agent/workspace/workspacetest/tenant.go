@@ -52,6 +52,7 @@ type workspace struct {
 	lastRegistered time.Time // last accepted register
 	lastHeartbeat  time.Time // last accepted heartbeat
 	minted         int       // tokens minted by register
+	uptime         int       // uptime_seconds of the last heartbeat
 }
 
 // Tenant is a stand-in tenant platform (workspace-server) speaking the real
@@ -320,7 +321,7 @@ func (t *Tenant) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t.expireLocked(ws)
-	resp := map[string]any{"id": id, "name": id, "status": ws.status, "url": ws.url}
+	resp := map[string]any{"id": id, "name": id, "status": ws.status, "url": ws.url, "uptime_seconds": ws.uptime}
 	t.mu.Unlock()
 	switch {
 	case sub == "" && r.Method == http.MethodGet:
@@ -391,6 +392,7 @@ func (t *Tenant) register(w http.ResponseWriter, r *http.Request, body []byte) {
 func (t *Tenant) heartbeat(w http.ResponseWriter, r *http.Request, body []byte) {
 	var p struct {
 		WorkspaceID string `json:"workspace_id"`
+		Uptime      int    `json:"uptime_seconds"`
 	}
 	if err := json.Unmarshal(body, &p); err != nil || p.WorkspaceID == "" {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid request body"})
@@ -404,7 +406,7 @@ func (t *Tenant) heartbeat(w http.ResponseWriter, r *http.Request, body []byte) 
 	}
 	t.expireLocked(ws)
 	ws.heartbeats++
-	ws.lastHeartbeat = t.now()
+	ws.lastHeartbeat, ws.uptime = t.now(), p.Uptime
 	if !ws.liveUntil.IsZero() { // EXPIRE: a no-op once the key is gone
 		ws.liveUntil = t.now().Add(t.ttl)
 	}
