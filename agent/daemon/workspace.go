@@ -56,6 +56,10 @@ func newWorkspace(ctx context.Context, cfg *config.Config, store *secretstore.St
 	if cfg.Secrets.Prefix != "" {
 		tokenAt = cfg.Secrets.Prefix + "/" + workspace.DefaultTokenSecret
 	}
+	configsDir := w.ConfigsDir
+	if configsDir == "" {
+		configsDir = workspace.DefaultConfigsDir
+	}
 	// Read before anything starts: a workspace removed before an agent
 	// restart never runs its runtime again.
 	state, err := workspace.OpenState(filepath.Join(cfg.StateDir, workspace.StateFileName), w.ID)
@@ -64,6 +68,14 @@ func newWorkspace(ctx context.Context, cfg *config.Config, store *secretstore.St
 	}
 	chk, err := workspace.NewChecker(workspace.CheckerOptions{
 		TenantURL: w.PlatformURL, WorkspaceID: w.ID, OrgID: w.OrgID, Log: log, TokenLocation: tokenAt, State: state,
+		TokenFile: filepath.Join(configsDir, workspace.TokenFile),
+		NoSourceToken: func() bool {
+			if store == nil {
+				return true
+			}
+			_, ok := store.Get(workspace.DefaultTokenSecret)
+			return !ok
+		},
 		SteadyInterval: w.CheckInterval.Duration,
 		RefreshToken: func(ctx context.Context) (bool, error) {
 			if store == nil {
@@ -110,10 +122,6 @@ func newWorkspace(ctx context.Context, cfg *config.Config, store *secretstore.St
 		}
 		platformURL = p.URL()
 		parts.closers = append(parts.closers, func() { p.Close() })
-	}
-	configsDir := w.ConfigsDir
-	if configsDir == "" {
-		configsDir = workspace.DefaultConfigsDir
 	}
 	opts := workspace.RuntimeOptions{WorkspaceID: w.ID, PlatformURL: platformURL, HostIP: hostIP,
 		AdapterModule: w.AdapterModule, ConfigsDir: configsDir, Checker: chk, State: state, Log: log, TokenLocation: tokenAt,

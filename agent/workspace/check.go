@@ -40,6 +40,36 @@ func (c *Checker) get(ctx context.Context) (int, workspaceInfo, error) {
 	return resp.StatusCode, info, err
 }
 
+// probeToken asks the tenant whether it accepts the runtime's token:
+// GET /workspaces/{id}/state under WorkspaceAuth. It returns the status
+// code, 0 when there is no token file yet or the tenant is unreachable.
+func (c *Checker) probeToken(ctx context.Context) int {
+	if c.o.TokenFile == "" {
+		return 0
+	}
+	tok := readTokenFile(c.o.TokenFile)
+	if tok == "" {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url+"/state", nil)
+	if err != nil {
+		return 0
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if c.o.OrgID != "" {
+		req.Header.Set(OrgHeader, c.o.OrgID)
+	}
+	resp, err := c.o.Client.Do(req)
+	if err != nil {
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // workspaceInfo is what the checker uses of GET /workspaces/{id}.
 type workspaceInfo struct {
 	status    string
@@ -68,6 +98,10 @@ func (c *Checker) check(ctx context.Context) {
 		return
 	}
 	ws := info.status
+	tokenCode := 0
+	if code == http.StatusOK && ws != "removed" {
+		tokenCode = c.probeToken(ctx)
+	}
 	c.mu.Lock()
 	c.st.UptimeSeconds = info.uptime
 	c.st.Checks++
@@ -83,7 +117,8 @@ func (c *Checker) check(ctx context.Context) {
 		removedNow = true
 	case code == http.StatusOK:
 		c.seenFound, c.notFound, c.confirmed = true, 0, true
-		c.onFound(info)
+		c.onFound(info, tokenCode)
+		c.tokenRejected = tokenCode == http.StatusUnauthorized
 	case code == http.StatusNotFound:
 		c.notFound++
 		if c.seenFound && c.notFound >= removedAfter404s {
@@ -145,7 +180,7 @@ func (c *Checker) check(ctx context.Context) {
 }
 
 // onFound handles a 200 answer; c.mu is held.
-func (c *Checker) onFound(info workspaceInfo) {
+func (c *Checker) onFound(info workspaceInfo, tokenCode int) {
 	ws := info.status
 	switch {
 	case alive(ws) && c.runCode == http.StatusUnauthorized:
@@ -155,6 +190,17 @@ func (c *Checker) onFound(info workspaceInfo) {
 		// online may be the previous run's, for up to the 180 s liveness TTL.
 		c.st.Registration = NotRegistered
 		c.st.Detail = "workspace status is " + ws + ", but no register or heartbeat of this start seen yet"
+	case alive(ws) && tokenCode == http.StatusUnauthorized:
+		// Registered at start, but the token was revoked since: the
+		// runtime's heartbeats 401 silently, or pass while no token is live.
+		c.st.Registration = TokenRejected
+		c.st.Detail = "the tenant rejects the runtime's token (GET /workspaces/{id}/state answered 401)"
+		if c.staleDetail != "" {
+			c.st.Detail = c.staleDetail
+		}
+		if !c.tokenRejected {
+			c.stale = true
+		}
 	case alive(ws):
 		c.st.Registration, c.st.Detail = Registered, ""
 		c.attempted, c.staleDetail = false, ""
@@ -230,6 +276,14 @@ func (c *Checker) recover(ctx context.Context) {
 			c.mu.Unlock()
 			c.log.Error("workspace token rejected; token-recovery restart limit reached, not restarting", "limit", MaxRecoveryRestarts)
 			return
+		}
+	}
+	if !changed && c.o.NoSourceToken != nil && c.o.NoSourceToken() {
+		changed = true // flow (b): a restart registers tokenless, minting one if none is live
+		if c.o.State != nil {
+			if ok, _ := c.o.State.TakeRecoveryRestart(); !ok {
+				changed = false
+			}
 		}
 	}
 	c.mu.Lock()

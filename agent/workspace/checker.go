@@ -66,6 +66,15 @@ type CheckerOptions struct {
 	Stop func()
 	// TokenLocation names where the token lives, for messages (no value).
 	TokenLocation string
+	// TokenFile, when set, is the runtime's .auth_token: each check asks
+	// the tenant whether it still accepts it (GET /workspaces/{id}/state,
+	// WorkspaceAuth), since the runtime's heartbeat 401s are silent and a
+	// revoked token would otherwise look online for the 180 s liveness TTL.
+	TokenFile string
+	// NoSourceToken reports token flow (b): the secret source holds no
+	// token. Recovery from a rejected token is then one restart, whose
+	// register mints a fresh token if none is live.
+	NoSourceToken func() bool
 	// State, when set, persists the removal (before the runtime is
 	// stopped, so an agent restart never starts it again) and bounds the
 	// token-recovery restarts across agent restarts.
@@ -125,10 +134,12 @@ type Checker struct {
 	staleDetail string
 	seenFound   bool
 	// confirmed: a check found the workspace on the tenant, not removed.
-	confirmed  bool
-	notFound   int
-	removed    bool
-	lastLogged string
+	confirmed bool
+	// tokenRejected: the last token probe answered 401.
+	tokenRejected bool
+	notFound      int
+	removed       bool
+	lastLogged    string
 }
 
 // NewChecker checks the options and returns a Checker; nothing runs until Run.

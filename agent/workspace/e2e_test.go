@@ -370,6 +370,31 @@ func TestPlatformTokenNotOverwritten(t *testing.T) {
 	r.leakScan(r.unit().PID, src, issued)
 }
 
+// TestRevokedTokenReported: the tenant revokes the runtime's token while it
+// runs (its heartbeats still pass: with no live token the tenant lets
+// them through, and 401s are silent anyway). The agent reports
+// token_rejected at its next check, not after the 180 s liveness TTL, and
+// does not restart in a loop.
+func TestRevokedTokenReported(t *testing.T) {
+	ten := workspacetest.NewTenant(orgID)
+	defer ten.Close()
+	tok := ten.IssueToken(workspaceID)
+	r := newRig(t, ten, rigOptions{token: tok})
+	r.waitRegistered()
+	ten.RevokeTokens(workspaceID)
+	waitFor(t, "token_rejected", func() bool { return r.unit().Info["registration"] == workspace.TokenRejected })
+	r.settle(10)
+	if st := r.checker.Status(); st.Registration != workspace.TokenRejected || st.TokenRecovery != workspace.RecoveryFailed {
+		t.Errorf("status: got %+v, want token_rejected with recovery failed (the source holds the same token)", st)
+	}
+	if n := r.execs(); n != 1 {
+		t.Errorf("runtime starts: got %d, want 1 (no restart without a new token)", n)
+	}
+	if ten.Status(workspaceID) != "online" {
+		t.Errorf("the tenant should still show online (liveness TTL); got %s", ten.Status(workspaceID))
+	}
+}
+
 // TestFirstTokenlessStartWaitsForTenant: with no token anywhere, the
 // runtime does not start before the tenant showed the workspace (a
 // tokenless register of a removed workspace would mint it a token).

@@ -181,6 +181,8 @@ func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 		TenantURL: ten.URL(), WorkspaceID: workspaceID, OrgID: orgID, Log: log,
 		Interval: 50 * time.Millisecond, SteadyInterval: 100 * time.Millisecond,
 		TokenLocation: r.secPath + ":" + tokenName, RegisterTimeout: o.registerTimeout, State: r.state,
+		TokenFile:     filepath.Join(r.dir, workspace.TokenFile),
+		NoSourceToken: func() bool { _, ok := r.store.Get(tokenName); return !ok },
 		RefreshToken: func(ctx context.Context) (bool, error) {
 			changed, err := r.store.Refresh(ctx)
 			return slices.Contains(changed, tokenName), err

@@ -65,7 +65,9 @@ type workspace struct {
 //     {"error":"invalid workspace auth token"}.
 //   - Every other route except /health: 404 unless X-Molecule-Org-Id matches
 //     the org (TenantGuard); with an empty org the guard is off (self-hosted).
-//   - GET /workspaces/{id}: {"id","status",...}; 404 once deleted.
+//   - GET /workspaces/{id}: {"id","status","uptime_seconds",...}; 404 once deleted.
+//   - GET /workspaces/{id}/state (WorkspaceAuth): 401 unless the bearer is a
+//     live token of the workspace, even with none live.
 //   - POST /workspaces/{id}/notify (and any other /workspaces/{id}/... POST):
 //     200 {"status":"ok"}, recorded, for proxy tests.
 //   - A tokenless register of a removed workspace (its tokens were revoked)
@@ -326,6 +328,21 @@ func (t *Tenant) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case sub == "" && r.Method == http.MethodGet:
 		writeJSON(rec, http.StatusOK, resp)
+	case sub == "state" && r.Method == http.MethodGet:
+		// WorkspaceAuth: a bearer that is a live token of this workspace,
+		// no bootstrap exception.
+		t.mu.Lock()
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		valid := ok && tok != "" && ws.tokens[tok] && ws.status != "removed"
+		t.mu.Unlock()
+		switch {
+		case !ok || tok == "":
+			writeJSON(rec, http.StatusUnauthorized, map[string]string{"error": "missing workspace auth token"})
+		case !valid:
+			writeJSON(rec, http.StatusUnauthorized, map[string]string{"error": "invalid workspace auth token"})
+		default:
+			writeJSON(rec, http.StatusOK, map[string]any{"workspace_id": id, "status": resp["status"]})
+		}
 	case sub != "" && r.Method == http.MethodPost:
 		writeJSON(rec, http.StatusOK, map[string]string{"status": "ok"})
 	default:

@@ -304,10 +304,12 @@ func TestStandinRuntime(t *testing.T) {
 		}
 		waitFor(t, "the register line", func() bool { return strings.Contains(r.out.String(), "Registered with platform: 200") })
 		waitFor(t, "the first heartbeat (interval 1h)", func() bool { return ten.Heartbeats(id) == 1 })
-		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(r.port) + "/.well-known/agent-card.json")
-		if err != nil {
-			t.Fatal(err)
-		}
+		var resp *http.Response
+		waitFor(t, "the agent card", func() bool {
+			var err error
+			resp, err = http.Get("http://127.0.0.1:" + strconv.Itoa(r.port) + "/.well-known/agent-card.json")
+			return err == nil
+		})
 		var card map[string]any
 		_ = json.NewDecoder(resp.Body).Decode(&card)
 		resp.Body.Close()
