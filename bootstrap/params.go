@@ -35,12 +35,12 @@ const (
 // Instance tag keys read through IMDS when the matching flag is absent
 // (the instance must have "Allow tags in instance metadata" enabled).
 const (
-	TagRole         = "molecule:role"
-	TagOrg          = "molecule:org"
-	TagWorkspace    = "molecule:workspace"
+	TagRole      = "molecule:role"
+	TagOrg       = "molecule:org"
+	TagWorkspace = "molecule:workspace"
 	// TagOrgID is the tenant's MOLECULE_ORG_ID (not the slug of TagOrg):
 	// a workspace host sends it as X-Molecule-Org-Id.
-	TagOrgID = "molecule:org-id"
+	TagOrgID        = "molecule:org-id"
 	TagControlPlane = "molecule:control-plane"
 	TagSSMPrefix    = "molecule:ssm-prefix"
 	TagChannel      = "molecule:channel"
