@@ -347,3 +347,10 @@ func freePort(t *testing.T) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+func newTenant(t *testing.T) *workspacetest.Tenant {
+	t.Helper()
+	ten := workspacetest.NewTenant(orgID)
+	t.Cleanup(ten.Close)
+	return ten
+}
