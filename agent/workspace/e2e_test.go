@@ -43,6 +43,9 @@ func TestRegisters(t *testing.T) {
 					t.Errorf("status info %s: got %q, want %q", k, rep[k], want)
 				}
 			}
+			if _, err := time.Parse(time.RFC3339, rep["last_register"]); err != nil {
+				t.Errorf("status info last_register %q: want the time of this start's register (%v)", rep["last_register"], err)
+			}
 			for _, req := range ten.Requests() {
 				switch {
 				case strings.HasPrefix(req.Path, "/registry/"):

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/molecule-ai/molecule-agent/agent/config"
+	"github.com/molecule-ai/molecule-agent/agent/supervisor"
 	"github.com/molecule-ai/molecule-agent/agent/workspace"
 )
 
@@ -45,6 +47,37 @@ func TestPickHostIP(t *testing.T) {
 			}
 			if err != nil || got != tc.want {
 				t.Fatalf("got %q, %v; want %s", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestProbeFollowsPort: the role's agent-card probe on :8000 follows
+// workspace.port; other probes are left alone.
+func TestProbeFollowsPort(t *testing.T) {
+	tests := []struct {
+		name, url string
+		port      int
+		want      string
+	}{
+		{"role default moved", "http://127.0.0.1:8000/.well-known/agent-card.json", 9123, "http://127.0.0.1:9123/.well-known/agent-card.json"},
+		{"same port", "http://127.0.0.1:8000/.well-known/agent-card.json", 8000, "http://127.0.0.1:8000/.well-known/agent-card.json"},
+		{"port unset", "http://127.0.0.1:8000/.well-known/agent-card.json", 0, "http://127.0.0.1:8000/.well-known/agent-card.json"},
+		{"another check kept", "http://127.0.0.1:8642/health", 9123, "http://127.0.0.1:8642/health"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sp := supervisor.Spec{Name: "runtime", Prober: &supervisor.HTTPProbe{URL: tc.url, Status: 200}}
+			o := workspace.RuntimeOptions{Config: workspace.RuntimeConfig{Name: "n", Runtime: "r", Port: tc.port}}
+			if err := workspace.Hook(o, nil)(&sp, config.Unit{Name: "runtime"}); err != nil {
+				t.Fatal(err)
+			}
+			hp, ok := sp.Prober.(*supervisor.HTTPProbe)
+			if !ok {
+				t.Fatalf("prober %T, want the HTTP probe", sp.Prober)
+			}
+			if got := hp.URL; got != tc.want {
+				t.Errorf("probe URL: got %s, want %s", got, tc.want)
 			}
 		})
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os/user"
 	"slices"
 	"strconv"
@@ -235,6 +237,7 @@ func Hook(o RuntimeOptions, sink *Sink) func(sp *supervisor.Spec, u config.Unit)
 		if p == nil {
 			p = CardProbe(o.Config.Port)
 		}
+		p = followPort(p, o.Config.Port)
 		if o.Checker != nil {
 			p = o.Checker.Prober(p)
 		}
@@ -242,6 +245,24 @@ func Hook(o RuntimeOptions, sink *Sink) func(sp *supervisor.Spec, u config.Unit)
 		sp.Prepare = o.Prepare(sp.Prepare)
 		return nil
 	}
+}
+
+// followPort points an agent-card probe on the loopback (the role's, on
+// the default port 8000) at workspace.port, so the probe follows the port
+// the runtime is configured to listen on.
+func followPort(p supervisor.Prober, port int) supervisor.Prober {
+	hp, ok := p.(*supervisor.HTTPProbe)
+	if !ok || port == 0 {
+		return p
+	}
+	u, err := url.Parse(hp.URL)
+	if err != nil || u.Hostname() != "127.0.0.1" || u.Path != "/.well-known/agent-card.json" || u.Port() == strconv.Itoa(port) {
+		return p
+	}
+	moved := *hp
+	u.Host = net.JoinHostPort(u.Hostname(), strconv.Itoa(port))
+	moved.URL = u.String()
+	return &moved
 }
 
 // CardProbe is the runtime's readiness probe: GET
