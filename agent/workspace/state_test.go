@@ -81,3 +81,37 @@ func TestRecoveryBoundAcrossAgentRestarts(t *testing.T) {
 		t.Errorf("detail: got %q, want it to say the restart limit was reached", d)
 	}
 }
+
+// TestSourceRotationWinsOverPlatformToken: the runtime holds a token the
+// platform minted (flow b); an operator then puts a new token in the
+// secret source. The source wins: the restart the daemon makes for a
+// changed secret writes it, and the runtime registers with it.
+func TestSourceRotationWinsOverPlatformToken(t *testing.T) {
+	ten := newTenant(t)
+	ten.AddWorkspace(workspaceID)
+	r := newRig(t, ten, rigOptions{})
+	r.waitRegistered()
+	ten.RevokeTokens(workspaceID)
+	rotated := ten.IssueToken(workspaceID)
+	writeSecrets(t, r.secPath, rotated)
+	changed, err := r.store.Refresh(t.Context())
+	if err != nil || len(changed) == 0 {
+		t.Fatalf("refresh: %v %v", changed, err)
+	}
+	if err := r.sup.Restart(t.Context(), "runtime", "secret changed"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "registered with the rotated token", func() bool {
+		b, _ := os.ReadFile(filepath.Join(r.dir, workspace.TokenFile))
+		st := r.checker.Status()
+		return string(b) == rotated && st.Registration == workspace.Registered && st.RegisterStatus == 200 && r.execs() == 2
+	})
+	if !strings.Contains(r.logs.String(), "replaced the runtime's token file") {
+		t.Errorf("the agent log does not say the source's token replaced the runtime's")
+	}
+	r.settle(5)
+	if n := r.execs(); n != 2 {
+		t.Errorf("runtime starts: got %d, want 2 (one restart for the rotation)", n)
+	}
+	r.leakScan(r.unit().PID, rotated)
+}
