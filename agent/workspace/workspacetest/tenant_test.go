@@ -412,3 +412,17 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestTenantTokenCap: at most MaxTokens live tokens per workspace.
+func TestTenantTokenCap(t *testing.T) {
+	ten := workspacetest.NewTenant("org-1")
+	defer ten.Close()
+	for i := range workspacetest.MaxTokens {
+		if ten.IssueToken("ws-cap") == "" {
+			t.Fatalf("token %d refused below the cap", i+1)
+		}
+	}
+	if tok := ten.IssueToken("ws-cap"); tok != "" {
+		t.Errorf("token %d issued beyond the cap of %d", workspacetest.MaxTokens+1, workspacetest.MaxTokens)
+	}
+}
