@@ -76,7 +76,7 @@ units:
   - name: runtime
     command: %[6]s
     user: ""
-    env: {STANDIN_HEARTBEAT_INTERVAL: 1s}
+    env: {STANDIN_HEARTBEAT_INTERVAL: 1s, STANDIN_EXEC_LOG: %[1]s/exec.log}
     ready: {http: "http://127.0.0.1:%[5]d/.well-known/agent-card.json", status: 200, interval: 200ms}
 `, dir, rig.secretsFile, wsID, tenant.URL(), port, runtimeBin, freePort(t))
 	a := runAgent(t, dir, writeConfig(t, dir, cfg), nil)
@@ -145,6 +145,28 @@ func TestWorkspaceRoleRegistersAndStopsWhenRemoved(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	if u := unitOf(a.status(t), "runtime"); u.State != supervisor.Stopped || u.PID != pid {
 		t.Errorf("runtime came back after removal: %+v", u)
+	}
+
+	// The agent restarts: the removed workspace's runtime never runs again
+	// (its exec log counts every start), and no token is minted for it.
+	execs := func() int { b, _ := os.ReadFile(dir + "/exec.log"); return strings.Count(string(b), "\n") }
+	if n := execs(); n != 1 {
+		t.Fatalf("runtime starts before the agent restart: %d, want 1", n)
+	}
+	_ = a.cmd.Process.Kill()
+	<-a.done
+	a = runAgent(t, dir, dir+"/agent.yaml", nil)
+	a.waitFor(t, "removed and stopped after the restart", func(r *status.Report) bool {
+		return section(r, "workspace")["registration"] == "removed" && unitOf(r, "runtime").State == supervisor.Stopped
+	})
+	if n := execs(); n != 1 {
+		t.Errorf("the removed workspace's runtime was started after the agent restart (%d starts)", n)
+	}
+	if strings.Contains(a.log.String(), `"msg":"unit started"`) {
+		t.Errorf("the agent started a unit of a removed workspace after its restart")
+	}
+	if n := tenant.Minted(wsID); n != 0 {
+		t.Errorf("tokens minted for the removed workspace: %d", n)
 	}
 }
 
