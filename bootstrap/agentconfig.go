@@ -38,8 +38,16 @@ type identityYAML struct {
 }
 
 type workspaceYAML struct {
-	ID          string `yaml:"id"`
-	PlatformURL string `yaml:"platform_url"`
+	ID          string              `yaml:"id"`
+	PlatformURL string              `yaml:"platform_url"`
+	OrgID       string              `yaml:"org_id,omitempty"`
+	Proxy       *workspaceProxyYAML `yaml:"proxy,omitempty"`
+}
+
+// workspaceProxyYAML turns on the loopback proxy adding X-Molecule-Org-Id
+// to the runtime's calls (the runtime never sends it).
+type workspaceProxyYAML struct {
+	Enabled bool `yaml:"enabled"`
 }
 
 type controlYAML struct {
@@ -63,7 +71,10 @@ func RenderConfig(p Params, units []byte) ([]byte, error) {
 		Identity:     identityYAML{Mode: p.Identity},
 		ControlPlane: controlYAML{URL: p.ControlPlane, CAFile: p.ControlPlaneCA, Org: p.Org, Workspace: p.Workspace, Channel: p.Channel}}
 	if p.Role == "workspace" {
-		c.Workspace = &workspaceYAML{ID: p.Workspace, PlatformURL: p.PlatformURL}
+		c.Workspace = &workspaceYAML{ID: p.Workspace, PlatformURL: p.PlatformURL, OrgID: p.OrgID}
+		if p.OrgID != "" {
+			c.Workspace.Proxy = &workspaceProxyYAML{Enabled: true}
+		}
 	}
 	if p.SSMPrefix != "" {
 		c.Secrets = secretsYAML{Source: "ssm", Prefix: p.SSMPrefix, Region: p.Region, Endpoint: p.SSMEndpoint}

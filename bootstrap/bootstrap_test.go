@@ -41,7 +41,7 @@ func TestRenderConfig(t *testing.T) {
 					t.Errorf("control_plane = %+v", c.ControlPlane)
 				}
 			}},
-		{"enrollment without secrets", Params{Role: "workspace", Org: "acme", Workspace: "ws-1", PlatformURL: "http://10.0.0.5:8080", Identity: "enrollment"}, "",
+		{"enrollment without secrets", Params{Role: "workspace", Org: "acme", Workspace: "ws-1", OrgID: "6a0e-org", PlatformURL: "http://10.0.0.5:8080", Identity: "enrollment"}, "",
 			func(t *testing.T, c *config.Config) {
 				if c.Secrets.Source != "" {
 					t.Errorf("secrets.source = %q, want none", c.Secrets.Source)
@@ -51,6 +51,9 @@ func TestRenderConfig(t *testing.T) {
 				}
 				if c.ControlPlane.Workspace != "ws-1" || c.Workspace.ID != "ws-1" || c.Workspace.PlatformURL != "http://10.0.0.5:8080" {
 					t.Errorf("workspace = %q, %+v", c.ControlPlane.Workspace, c.Workspace)
+				}
+				if c.Workspace.OrgID != "6a0e-org" || !c.Workspace.Proxy.Enabled {
+					t.Errorf("workspace org_id = %q, proxy %+v: want the org ID and the org-header proxy on", c.Workspace.OrgID, c.Workspace.Proxy)
 				}
 			}},
 		{"private CA", Params{Role: "tenant", Org: "acme", ControlPlane: "https://10.0.0.1:7443", ControlPlaneCA: "/etc/molecule-agent/control-plane-ca.pem"}, "",
@@ -223,7 +226,7 @@ func TestRunParamsFromTags(t *testing.T) {
 		t.Skip("systemd is PID 1 here: this test would install a real service")
 	}
 	md := imdstest.New(t, imdstest.Instance{Region: ssmtest.Region})
-	md.EnableTags(map[string]string{TagRole: "workspace", TagOrg: "acme", TagWorkspace: "ws-42", TagPlatformURL: "http://10.0.0.5:8080",
+	md.EnableTags(map[string]string{TagRole: "workspace", TagOrg: "acme", TagWorkspace: "ws-42", TagOrgID: "org-7f3a", TagPlatformURL: "http://10.0.0.5:8080",
 		TagSSMPrefix: prefix, TagChannel: "staging", "Name": "not ours"})
 	md.SetRole("molecule-agent", "AKIDROLE", "role-secret-key", "session", time.Now().Add(time.Hour))
 	ssm := ssmtest.New(t)
@@ -242,6 +245,9 @@ func TestRunParamsFromTags(t *testing.T) {
 	c, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.Workspace.OrgID != "org-7f3a" {
+		t.Errorf("workspace org_id from tag %s: %+v", TagOrgID, c.Workspace)
 	}
 	if c.ControlPlane.Workspace != "ws-42" || c.Secrets.Region != ssmtest.Region || c.ControlPlane.Channel != "staging" || c.Secrets.Endpoint != ssm.URL {
 		t.Errorf("config from tags: %+v %+v", c.ControlPlane, c.Secrets)

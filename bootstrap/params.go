@@ -38,9 +38,12 @@ const (
 // Instance tag keys read through IMDS when the matching flag is absent
 // (the instance must have "Allow tags in instance metadata" enabled).
 const (
-	TagRole         = "molecule:role"
-	TagOrg          = "molecule:org"
-	TagWorkspace    = "molecule:workspace"
+	TagRole      = "molecule:role"
+	TagOrg       = "molecule:org"
+	TagWorkspace = "molecule:workspace"
+	// TagOrgID is the tenant's MOLECULE_ORG_ID (not the slug of TagOrg):
+	// a workspace host sends it as X-Molecule-Org-Id.
+	TagOrgID        = "molecule:org-id"
 	TagControlPlane = "molecule:control-plane"
 	TagSSMPrefix    = "molecule:ssm-prefix"
 	TagChannel      = "molecule:channel"
@@ -55,6 +58,9 @@ type Params struct {
 	Org string
 	// Workspace is the workspace ID (workspace hosts only).
 	Workspace string
+	// OrgID is the tenant platform's MOLECULE_ORG_ID (workspace hosts):
+	// its TenantGuard answers 404 to calls without it as X-Molecule-Org-Id.
+	OrgID string
 	// PlatformURL is the tenant platform a workspace runtime registers
 	// with (workspace hosts only).
 	PlatformURL string
@@ -126,6 +132,9 @@ func (p Params) Validate() error {
 		bad("workspace", "a workspace host needs its workspace ID")
 	case p.Workspace != "" && !workspaceRE.MatchString(p.Workspace):
 		bad("workspace", "%q is not a workspace ID (letters, digits, _ and -)", p.Workspace)
+	}
+	if p.OrgID != "" && !workspaceRE.MatchString(p.OrgID) {
+		bad("org-id", "%q is not an org ID (letters, digits, _ and -)", p.OrgID)
 	}
 	switch {
 	case p.Role == "workspace" && p.PlatformURL == "":
@@ -233,6 +242,7 @@ func (p Params) flags() [][2]string {
 	add("role", p.Role)
 	add("org", p.Org)
 	add("workspace", p.Workspace)
+	add("org-id", p.OrgID)
 	add("platform-url", p.PlatformURL)
 	add("control-plane", p.ControlPlane)
 	add("control-plane-ca", p.ControlPlaneCA)
@@ -262,6 +272,7 @@ func (p Params) fromTags(tags map[string]string) Params {
 	fill(&p.Role, TagRole)
 	fill(&p.Org, TagOrg)
 	fill(&p.Workspace, TagWorkspace)
+	fill(&p.OrgID, TagOrgID)
 	fill(&p.PlatformURL, TagPlatformURL)
 	fill(&p.ControlPlane, TagControlPlane)
 	fill(&p.SSMPrefix, TagSSMPrefix)

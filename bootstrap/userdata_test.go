@@ -139,6 +139,7 @@ func TestParamsValidate(t *testing.T) {
 		{"bad identity", func(p *Params) { p.Identity = "password" }, "--identity"},
 		{"enrollment ssm needs region", func(p *Params) { p.Identity = "enrollment" }, "--region"},
 		{"relative units file", func(p *Params) { p.UnitsFile = "units.yaml" }, "--units-file"},
+		{"bad org id", func(p *Params) { p.OrgID = "org id; rm" }, "--org-id"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -118,7 +118,7 @@ func TestWorkspaceTokenFileFollowsConfigsDir(t *testing.T) {
 			if u == nil {
 				t.Fatal("no runtime unit")
 			}
-			want := []File{{Path: tt.wantPath, Content: SecretPrefix + WorkspaceTokenSecret}}
+			want := []File{{Path: tt.wantPath, Content: SecretPrefix + WorkspaceTokenSecret, Owner: OwnerUnit}}
 			if len(u.Files) != 1 || u.Files[0] != want[0] {
 				t.Errorf("runtime files = %+v, want exactly %+v", u.Files, want)
 			}

@@ -43,7 +43,7 @@ func (c *Config) applyWorkspace() {
 		}
 		tok := filepath.Join(c.Workspace.ConfigsDir, WorkspaceTokenFile)
 		if !slices.ContainsFunc(u.Files, func(f File) bool { return f.Path == tok }) {
-			u.Files = append(u.Files, File{Path: tok, Content: SecretPrefix + WorkspaceTokenSecret})
+			u.Files = append(u.Files, File{Path: tok, Content: SecretPrefix + WorkspaceTokenSecret, Owner: OwnerUnit})
 		}
 		for env, name := range c.Workspace.Secrets {
 			if u.Env == nil {

@@ -170,8 +170,8 @@ func TestStopSignalsThenKillsAfterGrace(t *testing.T) {
 }
 
 // A file the unit owns is written only when the source holds a value the
-// file does not; without one the unit starts and keeps its own copy, and
-// nothing removes it.
+// agent has not written there yet; without one the unit starts and keeps
+// its own copy, and nothing removes it.
 func TestUnitOwnedFileIsWrittenOnlyWithANewValue(t *testing.T) {
 	r := newRig(t, map[string]string{}, "",
 		"  - name: minter\n    command: /bin/sh\n    args: [-c, '[ -s %[1]s/tok ] || printf minted-by-unit > %[1]s/tok; exec sleep 1000']\n"+
@@ -196,4 +196,34 @@ func TestUnitOwnedFileIsWrittenOnlyWithANewValue(t *testing.T) {
 	if b, err := os.ReadFile(tok); err != nil || string(b) != "from-source" {
 		t.Errorf("after the agent's exit %s = %q, %v; want it kept", tok, b, err)
 	}
+}
+
+// A file the unit owns that the unit replaced (a platform-minted token over
+// a pre-minted one) is not overwritten with the source's unchanged value at
+// the next start; a new value in the source is written. The record of what
+// was written lives under the agent's state dir, not beside the file.
+func TestUnitOwnedFileKeepsTheUnitsValueOverAStaleSource(t *testing.T) {
+	r := newRig(t, map[string]string{"tok": "pre-minted"}, "",
+		"  - name: minter\n    command: /bin/sh\n    args: [-c, '[ \"$(cat %[1]s/tok)\" = pre-minted ] && printf platform-token > %[1]s/tok; exec sleep 1000']\n"+
+			"    files: [{path: '%[1]s/tok', content: 'secret:tok', owner: unit}]\n")
+	tok := filepath.Join(r.dir, "tok")
+	first := r.waitUnits("minter ready", allReady)
+	r.waitFile(tok, "platform-token")
+	if err := r.d.Supervisor().Restart(t.Context(), "minter", "test"); err != nil {
+		t.Fatal(err)
+	}
+	second := r.waitUnits("minter restarted", func(st map[string]supervisor.UnitStatus) bool {
+		return st["minter"].Ready && st["minter"].PID != first["minter"].PID
+	})
+	if b, err := os.ReadFile(tok); err != nil || string(b) != "platform-token" {
+		t.Errorf("after a restart %s = %q, %v; want the unit's platform-token kept", tok, b, err)
+	}
+	if entries, err := os.ReadDir(filepath.Join(r.dir, "state", "unit-files")); err != nil || len(entries) != 1 {
+		t.Errorf("state dir records: %v, %v; want one", entries, err)
+	}
+	r.writeSecrets(map[string]string{"tok": "rotated"})
+	r.waitUnits("minter restarted by the rotation", func(st map[string]supervisor.UnitStatus) bool {
+		return st["minter"].Ready && st["minter"].PID != second["minter"].PID
+	})
+	r.waitFile(tok, "rotated")
 }

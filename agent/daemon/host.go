@@ -16,6 +16,7 @@ import (
 	"github.com/molecule-ai/molecule-agent/agent/config"
 	"github.com/molecule-ai/molecule-agent/agent/identity"
 	"github.com/molecule-ai/molecule-agent/agent/secretstore"
+	"github.com/molecule-ai/molecule-agent/agent/workspace"
 	"github.com/molecule-ai/molecule-agent/controlplane/api"
 )
 
@@ -119,12 +120,8 @@ func (h *host) privateIP(ctx context.Context) (string, error) {
 		return id.PrivateIPv4, nil
 	}
 	addrs, err := net.InterfaceAddrs()
-	if err == nil {
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
-				return ipn.IP.String(), nil
-			}
-		}
+	if err != nil {
+		return "", fmt.Errorf("workspace host IP: %w; set workspace.host_ip", err)
 	}
-	return "", fmt.Errorf("no private IPv4 found; set workspace.host_ip")
+	return workspace.PickHostIP(addrs)
 }

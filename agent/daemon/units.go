@@ -114,7 +114,7 @@ func (b *builder) build(u config.Unit) (unitBuild, error) {
 			ub.spec.Prober = ub.ctr.HealthProber()
 		}
 	}
-	mat := &materializer{store: b.store, unit: u, log: log, redact: redact}
+	mat := &materializer{store: b.store, unit: u, log: log, redact: redact, stateDir: b.cfg.StateDir}
 	ub.spec.Prepare = mat.prepare
 	ub.spec.Cleanup = mat.cleanup
 	if hook, ok := b.hooks[u.Builtin]; ok && u.Builtin != "" {
@@ -131,6 +131,9 @@ type materializer struct {
 	unit   config.Unit
 	log    *slog.Logger
 	redact *supervisor.Redactor
+	// stateDir holds the records of the values written to files the unit
+	// owns (files.go); "" for none.
+	stateDir string
 	// secretVals are the values resolved from references at the last prepare.
 	secretVals []string
 }
@@ -167,17 +170,31 @@ func (m *materializer) prepare(context.Context) ([]string, error) {
 	}
 	// nil: not written this time.
 	contents := make([]*secretstore.Secret, len(m.unit.Files))
+	type recorded struct {
+		path string
+		v    secretstore.Secret
+	}
+	var toRecord []recorded
 	for i, f := range m.unit.Files {
 		if !f.OwnedByUnit() {
 			v := m.resolve(f.Content, &missing)
 			contents[i] = &v
 			continue
 		}
-		// A file the unit owns is written only with a value it does not
-		// hold yet; without one in the source, the unit's copy stands.
+		// A file the unit owns is written only when the source's value
+		// differs from the one the agent last wrote there; without one in
+		// the source, the unit's copy stands. It is never removed.
 		var none []string
-		if v := m.resolve(f.Content, &none); len(none) == 0 && !holds(f.Path, v) {
+		v := m.resolve(f.Content, &none)
+		if len(none) > 0 {
+			continue
+		}
+		write, record := unitOwnedNeedsWrite(m.stateDir, f.Path, v)
+		if write {
 			contents[i] = &v
+		}
+		if write || record {
+			toRecord = append(toRecord, recorded{f.Path, v})
 		}
 	}
 	if len(missing) > 0 {
@@ -186,6 +203,11 @@ func (m *materializer) prepare(context.Context) ([]string, error) {
 	m.redact.Set(m.secretVals)
 	if err := writeFiles(m.unit, contents, m.log); err != nil {
 		return nil, err
+	}
+	for _, r := range toRecord {
+		if err := recordWritten(m.stateDir, r.path, r.v); err != nil {
+			return nil, err
+		}
 	}
 	return env, nil
 }

@@ -6,7 +6,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/molecule-ai/molecule-agent/agent/config"
@@ -53,8 +55,27 @@ func newWorkspace(ctx context.Context, cfg *config.Config, store *secretstore.St
 	if cfg.Secrets.Prefix != "" {
 		tokenAt = cfg.Secrets.Prefix + "/" + workspace.DefaultTokenSecret
 	}
+	configsDir := w.ConfigsDir
+	if configsDir == "" {
+		configsDir = workspace.DefaultConfigsDir
+	}
+	// Read before anything starts: a workspace removed before an agent
+	// restart never runs its runtime again.
+	state, err := workspace.OpenState(filepath.Join(cfg.StateDir, workspace.StateFileName), w.ID)
+	if err != nil {
+		return nil, err
+	}
+	noSourceToken := func() bool {
+		if store == nil {
+			return true
+		}
+		tok, ok := store.Get(workspace.DefaultTokenSecret)
+		return !ok || strings.TrimSpace(tok.Reveal()) == ""
+	}
 	chk, err := workspace.NewChecker(workspace.CheckerOptions{
-		TenantURL: w.PlatformURL, WorkspaceID: w.ID, OrgID: w.OrgID, Log: log, TokenLocation: tokenAt,
+		TenantURL: w.PlatformURL, WorkspaceID: w.ID, OrgID: w.OrgID, Log: log, TokenLocation: tokenAt, State: state,
+		TokenFile:      filepath.Join(configsDir, workspace.TokenFile),
+		NoSourceToken:  noSourceToken,
 		SteadyInterval: w.CheckInterval.Duration,
 		RefreshToken: func(ctx context.Context) (bool, error) {
 			if store == nil {
@@ -105,9 +126,14 @@ func newWorkspace(ctx context.Context, cfg *config.Config, store *secretstore.St
 		parts.closers = append(parts.closers, func() { p.Close() })
 	}
 	// The token file and workspace.secrets are the unit's own files and
-	// env (agent/config adds them), resolved like any unit's.
+	// env (agent/config adds them), resolved like any unit's by the
+	// materializer; the token file is owner: unit, so a token the platform
+	// issued the runtime is never overwritten with the source's stale one
+	// (agent/daemon/files.go). The hook only holds a tokenless first start
+	// until the tenant shows the workspace.
 	opts := workspace.RuntimeOptions{WorkspaceID: w.ID, PlatformURL: platformURL, HostIP: hostIP,
-		AdapterModule: w.AdapterModule, ConfigsDir: w.ConfigsDir, Checker: chk, Log: log, TokenLocation: tokenAt,
+		AdapterModule: w.AdapterModule, ConfigsDir: configsDir, Checker: chk, State: state, Log: log, TokenLocation: tokenAt,
+		NoSourceToken: noSourceToken,
 		Config: workspace.RuntimeConfig{Name: w.Name, Description: w.Description, Tier: w.Tier,
 			Runtime: w.Runtime, Model: w.Model, Port: w.Port}}
 	hook := workspace.Hook(opts, sink)

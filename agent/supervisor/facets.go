@@ -2,6 +2,8 @@
 
 package supervisor
 
+import "time"
+
 // Facets are what a unit's parts know about its workload beyond its state,
 // typed per kind of workload. A unit has at most the facets its parts
 // report; none of them holds a secret.
@@ -50,7 +52,9 @@ type WorkspaceFacet struct {
 	HTTPStatus     int    `json:"http_status,omitempty"`
 	RegisterStatus int    `json:"register_status,omitempty"`
 	TokenRecovery  string `json:"token_recovery,omitempty"`
-	Detail         string `json:"detail,omitempty"`
+	// LastRegister is when the checker last saw this start's register.
+	LastRegister time.Time `json:"last_register,omitzero"`
+	Detail       string    `json:"detail,omitempty"`
 }
 
 // Reporter fills in the facets it knows of a unit's status. The parts that

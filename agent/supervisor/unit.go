@@ -316,7 +316,9 @@ func (u *unit) afterExit(ctx context.Context, e restart.Exit, startedAt time.Tim
 func (u *unit) waitBlocked(reason string) (*restart.Exit, time.Time, bool) {
 	if u.state() != Blocked || u.detail() != reason {
 		u.setState(Blocked, reason)
-		u.s.log.Error("unit cannot start", "unit", u.spec.Name, "reason", reason)
+		// Warn, not Error: a unit waits blocked at every boot until the
+		// secrets are loaded, which is no error.
+		u.s.log.Warn("unit cannot start yet", "unit", u.spec.Name, "reason", reason)
 	}
 	// Try again now and then even unpoked: the reason may change (the
 	// secrets fetch failed for another cause) or go away.

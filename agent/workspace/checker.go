@@ -22,6 +22,9 @@ const (
 	Registered    = "registered"
 	NotRegistered = "not_registered"
 	Removed       = "removed"
+	// TokenRejected: the tenant rejects the runtime's token (its register
+	// got 401) and recovery did not help.
+	TokenRejected = "token_rejected"
 )
 
 // Token recovery outcomes reported by the Checker.
@@ -67,6 +70,19 @@ type CheckerOptions struct {
 	Stop func()
 	// TokenLocation names where the token lives, for messages (no value).
 	TokenLocation string
+	// TokenFile, when set, is the runtime's .auth_token: each check asks
+	// the tenant whether it still accepts it (GET /workspaces/{id}/state,
+	// WorkspaceAuth), since the runtime's heartbeat 401s are silent and a
+	// revoked token would otherwise look online for the 180 s liveness TTL.
+	TokenFile string
+	// NoSourceToken reports token flow (b): the secret source holds no
+	// token. Recovery from a rejected token is then one restart, whose
+	// register mints a fresh token if none is live.
+	NoSourceToken func() bool
+	// State, when set, persists the removal (before the runtime is
+	// stopped, so an agent restart never starts it again) and bounds the
+	// token-recovery restarts across agent restarts.
+	State *State
 }
 
 // Status is the Checker's view of the workspace's registration. It holds no
@@ -80,6 +96,11 @@ type Status struct {
 	Detail          string    `json:"detail,omitempty"`
 	LastCheck       time.Time `json:"last_check,omitzero"`
 	Checks          int       `json:"checks"`
+	// LastRegister is when the agent last saw a register of its own start
+	// accepted (this agent run or, from State, an earlier one).
+	LastRegister time.Time `json:"last_register,omitzero"`
+	// UptimeSeconds is the tenant's uptime_seconds, from the last heartbeat.
+	UptimeSeconds int `json:"uptime_seconds,omitempty"`
 }
 
 // Checker polls the tenant's GET /workspaces/{id} until the workspace is
@@ -116,9 +137,13 @@ type Checker struct {
 	// staleDetail explains the last stale-token handling until a registration.
 	staleDetail string
 	seenFound   bool
-	notFound    int
-	removed     bool
-	lastLogged  string
+	// confirmed: a check found the workspace on the tenant, not removed.
+	confirmed bool
+	// tokenRejected: the last token probe answered 401.
+	tokenRejected bool
+	notFound      int
+	removed       bool
+	lastLogged    string
 }
 
 // NewChecker checks the options and returns a Checker; nothing runs until Run.
@@ -148,9 +173,29 @@ func NewChecker(o CheckerOptions) (*Checker, error) {
 	if o.TokenLocation == "" {
 		o.TokenLocation = "the secrets source"
 	}
-	return &Checker{o: o, url: u.JoinPath("workspaces", o.WorkspaceID).String(), log: o.Log,
+	c := &Checker{o: o, url: u.JoinPath("workspaces", o.WorkspaceID).String(), log: o.Log,
 		wake: make(chan struct{}, 1), now: time.Now,
-		st: Status{Registration: NotRegistered, Detail: "runtime not started yet"}}, nil
+		st: Status{Registration: NotRegistered, Detail: "runtime not started yet"}}
+	if o.State != nil {
+		ps := o.State.Get()
+		c.st.LastRegister = ps.LastRegistered
+		if ps.Removed {
+			c.removed = true
+			c.st.Registration = Removed
+			c.st.Detail = "workspace removed on the tenant (recorded " + ps.RemovedAt.UTC().Format(time.RFC3339) +
+				"); the runtime never starts again on this host"
+		}
+	}
+	return c, nil
+}
+
+// Confirmed reports whether a check found the workspace on the tenant and
+// not removed: before that, a runtime without a token must not start, since
+// a tokenless register of a removed workspace mints it a fresh token.
+func (c *Checker) Confirmed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.confirmed && !c.removed
 }
 
 var (
@@ -219,11 +264,20 @@ func (c *Checker) Status() Status {
 func (c *Checker) Report(f *supervisor.Facets) {
 	st := c.Status()
 	f.Workspace = &supervisor.WorkspaceFacet{Registration: st.Registration, PlatformStatus: st.WorkspaceStatus,
-		HTTPStatus: st.HTTPStatus, RegisterStatus: st.RegisterStatus, TokenRecovery: st.TokenRecovery, Detail: st.Detail}
+		HTTPStatus: st.HTTPStatus, RegisterStatus: st.RegisterStatus, TokenRecovery: st.TokenRecovery,
+		LastRegister: st.LastRegister, Detail: st.Detail}
 }
 
-// Run polls until ctx ends or the workspace is found removed.
+// Run polls until ctx ends or the workspace is found removed. A removal
+// recorded by an earlier agent run stops the runtime at once.
 func (c *Checker) Run(ctx context.Context) {
+	if c.IsRemoved() {
+		c.log.Warn("workspace was removed on the tenant (recorded in the agent's state): the runtime stays stopped")
+		if c.o.Stop != nil {
+			c.o.Stop()
+		}
+		return
+	}
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {

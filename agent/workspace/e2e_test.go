@@ -40,8 +40,17 @@ func TestRegisters(t *testing.T) {
 
 			want := supervisor.WorkspaceFacet{Registration: "registered", PlatformStatus: "online",
 				HTTPStatus: 200, RegisterStatus: 200}
-			if rep := r.unit().Workspace; rep == nil || *rep != want {
-				t.Errorf("status workspace facet: got %+v, want %+v", rep, want)
+			rep := r.unit().Workspace
+			if rep == nil {
+				t.Fatalf("status: no workspace facet")
+			}
+			if rep.LastRegister.IsZero() {
+				t.Errorf("status workspace facet: no last_register, want the time of this start's register")
+			}
+			got := *rep
+			got.LastRegister = time.Time{}
+			if got != want {
+				t.Errorf("status workspace facet: got %+v, want %+v", got, want)
 			}
 			for _, req := range ten.Requests() {
 				switch {
@@ -67,13 +76,18 @@ func TestRegisters(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			me, err := user.Current()
+			if err != nil {
+				t.Fatal(err)
+			}
 			wantPlatform := ten.URL()
 			if proxy {
 				wantPlatform = r.proxy.URL()
 			}
 			for _, kv := range []string{"WORKSPACE_ID=" + workspaceID, "PLATFORM_URL=" + wantPlatform,
-				"MOLECULE_URL=" + wantPlatform, "HOSTNAME=127.0.0.1", "ADAPTER_MODULE=adapter",
-				"WORKSPACE_CONFIG_PATH=" + r.dir, "CONFIGS_DIR=" + r.dir, "OPENAI_API_KEY=sk-test-not-a-token"} {
+				"MOLECULE_URL=" + wantPlatform, "HOSTNAME=" + hostIP, "ADAPTER_MODULE=adapter",
+				"WORKSPACE_CONFIG_PATH=" + r.dir, "CONFIGS_DIR=" + r.dir, "OPENAI_API_KEY=sk-test-not-a-token",
+				"PYTHONUNBUFFERED=1", "HOME=" + me.HomeDir, "USER=" + me.Username, "LOGNAME=" + me.Username} {
 				if !strings.Contains("\x00"+string(env)+"\x00", "\x00"+kv+"\x00") {
 					t.Errorf("runtime env lacks %s", kv)
 				}
@@ -256,9 +270,9 @@ func TestStaleTokenDoesNotLoop(t *testing.T) {
 				t.Errorf("register attempts: got %d, want %d", n, tc.wantRegs)
 			}
 			rep := r.unit().Workspace
-			if rep == nil || rep.Registration != workspace.NotRegistered || rep.TokenRecovery != workspace.RecoveryFailed ||
+			if rep == nil || rep.Registration != workspace.TokenRejected || rep.TokenRecovery != workspace.RecoveryFailed ||
 				rep.RegisterStatus != 401 || !strings.Contains(rep.Detail, tokenName) {
-				t.Errorf("status info: got %v, want not_registered, token_recovery failed, register_status 401, detail naming the parameter", rep)
+				t.Errorf("status info: got %+v, want token_rejected, token_recovery failed, register_status 401, detail naming the parameter", rep)
 			}
 			if !strings.Contains(r.logs.String(), tc.wantInLog) {
 				t.Errorf("agent log lacks %q", tc.wantInLog)
@@ -271,39 +285,192 @@ func TestStaleTokenDoesNotLoop(t *testing.T) {
 	}
 }
 
-// TestTokenMissing: no token in the source: the runtime is not started and
-// the status says what is missing; once the token appears it starts.
-func TestTokenMissing(t *testing.T) {
+// TestPlatformMintedToken is token flow (b): no token in the secret
+// source. The runtime starts once the tenant shows the workspace, its first
+// register mints the token and the runtime writes it; the agent never
+// deletes or overwrites it, across a kill -9 of the runtime and an agent
+// restart, and the platform mints exactly one token.
+func TestPlatformMintedToken(t *testing.T) {
+	ten := workspacetest.NewTenant(orgID)
+	defer ten.Close()
+	ten.AddWorkspace(workspaceID)
+	r := newRig(t, ten, rigOptions{})
+	r.waitRegistered()
+	toks := ten.Tokens(workspaceID)
+	if len(toks) != 1 || ten.Minted(workspaceID) != 1 {
+		t.Fatalf("live tokens %d, minted %d: want the one register minted", len(toks), ten.Minted(workspaceID))
+	}
+	tok := toks[0]
+	checkToken := func(when string) {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(r.dir, workspace.TokenFile))
+		if err != nil || string(b) != tok {
+			t.Errorf("%s: .auth_token does not hold the platform-minted token (%v)", when, err)
+		}
+	}
+	checkToken("after the first register")
+	b, _ := os.ReadFile(r.logPath)
+	if !strings.Contains(string(b), "Saved workspace auth token (prefix=[redacted]") {
+		t.Errorf("runtime log lacks the redacted token-saved line")
+	}
+	r.leakScan(r.unit().PID, tok)
+
+	// kill -9 of the runtime: restarted, registers with the saved token.
+	pid := r.unit().PID
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a new runtime registered", func() bool {
+		u := r.unit()
+		return u.PID != 0 && u.PID != pid && u.Ready && r.checker.Status().Registration == workspace.Registered &&
+			r.checker.Status().RegisterStatus == 200
+	})
+	checkToken("after kill -9 of the runtime")
+
+	// The agent restarts (its runtime stops with it) on the same host.
+	r.close()
+	checkToken("after the agent stopped")
+	r2 := newRig(t, ten, rigOptions{base: r.base})
+	r2.waitRegistered()
+	checkToken("after the agent restarted")
+	if n := ten.Minted(workspaceID); n != 1 {
+		t.Errorf("tokens minted: got %d, want 1", n)
+	}
+	for _, req := range ten.Requests() {
+		if req.Path == "/registry/register" && req.Status != 200 {
+			t.Errorf("a register was refused (%d)", req.Status)
+		}
+	}
+	if n := r2.execs(); n != 3 {
+		t.Errorf("runtime starts: got %d, want 3 (first, after kill -9, after the agent restart)", n)
+	}
+	r2.leakScan(r2.unit().PID, tok)
+}
+
+// TestPlatformTokenNotOverwritten: flow (a), then the platform issues the
+// runtime another token (its tokens were revoked, so the next register
+// minted one): the agent keeps that token over the older one still in the
+// secret source.
+func TestPlatformTokenNotOverwritten(t *testing.T) {
+	ten := workspacetest.NewTenant(orgID)
+	defer ten.Close()
+	src := ten.IssueToken(workspaceID)
+	r := newRig(t, ten, rigOptions{token: src})
+	r.waitRegistered()
+	ten.RevokeTokens(workspaceID)
+	if err := r.sup.Restart(t.Context(), "runtime", "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the platform's new token saved", func() bool {
+		b, _ := os.ReadFile(filepath.Join(r.dir, workspace.TokenFile))
+		return len(b) > 0 && string(b) != src
+	})
+	b, _ := os.ReadFile(filepath.Join(r.dir, workspace.TokenFile))
+	issued := string(b)
+	if err := r.sup.Restart(t.Context(), "runtime", "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "registered after the restart", func() bool {
+		return r.checker.Status().Registration == workspace.Registered && r.checker.Status().RegisterStatus == 200 && r.execs() == 3
+	})
+	if b, _ := os.ReadFile(filepath.Join(r.dir, workspace.TokenFile)); string(b) != issued {
+		t.Errorf("the agent overwrote the platform-issued token with the secret source's older one")
+	}
+	r.leakScan(r.unit().PID, src, issued)
+}
+
+// TestRevokedTokenReported: the tenant revokes the runtime's token while it
+// runs (its heartbeats still pass: with no live token the tenant lets
+// them through, and 401s are silent anyway). The agent reports
+// token_rejected at its next check, not after the 180 s liveness TTL, and
+// does not restart in a loop.
+func TestRevokedTokenReported(t *testing.T) {
 	ten := workspacetest.NewTenant(orgID)
 	defer ten.Close()
 	tok := ten.IssueToken(workspaceID)
+	r := newRig(t, ten, rigOptions{token: tok})
+	r.waitRegistered()
+	ten.RevokeTokens(workspaceID)
+	waitFor(t, "token_rejected", func() bool { return registration(r.unit()) == workspace.TokenRejected })
+	r.settle(10)
+	if st := r.checker.Status(); st.Registration != workspace.TokenRejected || st.TokenRecovery != workspace.RecoveryFailed {
+		t.Errorf("status: got %+v, want token_rejected with recovery failed (the source holds the same token)", st)
+	}
+	if n := r.execs(); n != 1 {
+		t.Errorf("runtime starts: got %d, want 1 (no restart without a new token)", n)
+	}
+	if ten.Status(workspaceID) != "online" {
+		t.Errorf("the tenant should still show online (liveness TTL); got %s", ten.Status(workspaceID))
+	}
+}
+
+// TestFirstTokenlessStartWaitsForTenant: with no token anywhere, the
+// runtime does not start before the tenant showed the workspace (a
+// tokenless register of a removed workspace would mint it a token).
+func TestFirstTokenlessStartWaitsForTenant(t *testing.T) {
+	ten := workspacetest.NewTenant("some-other-org") // 404s every check, like a tenant not showing it
+	defer ten.Close()
 	r := newRig(t, ten, rigOptions{})
 	waitFor(t, "blocked", func() bool { return r.unit().State == supervisor.Blocked })
-	st := r.unit()
-	if !strings.Contains(st.Detail, "workspace auth token missing") || !strings.Contains(st.Detail, tokenName) {
-		t.Errorf("detail: got %q, want it to name the missing token parameter", st.Detail)
-	}
 	r.settle(5)
-	if st := r.unit(); st.PID != 0 || st.State != supervisor.Blocked {
-		t.Errorf("unit: got %s pid %d, want blocked and not started", st.State, st.PID)
+	if d := r.unit().Detail; !strings.Contains(d, "waiting for the tenant to show the workspace") {
+		t.Errorf("detail: got %q", d)
 	}
-	if n := ten.Registrations(workspaceID); n != 0 {
-		t.Errorf("register attempts: got %d, want 0", n)
+	if r.execs() != 0 || ten.Registrations(workspaceID) != 0 {
+		t.Errorf("runtime ran %d times, %d registers: want none", r.execs(), ten.Registrations(workspaceID))
 	}
-	if _, err := os.Stat(filepath.Join(r.dir, workspace.TokenFile)); !os.IsNotExist(err) {
-		t.Errorf("token file exists without a token: %v", err)
-	}
-	if got := r.checker.Status().Registration; got != workspace.NotRegistered {
-		t.Errorf("registration: got %q, want not_registered", got)
-	}
+}
 
-	writeSecrets(t, r.secPath, tok)
-	if _, err := r.store.Refresh(t.Context()); err != nil {
-		t.Fatal(err)
+// TestMissingProviderKey: a key named in workspace.secrets without a value
+// blocks the runtime with a status naming it.
+func TestMissingProviderKey(t *testing.T) {
+	ten := workspacetest.NewTenant(orgID)
+	defer ten.Close()
+	r := newRig(t, ten, rigOptions{token: ten.IssueToken(workspaceID), noProviderKey: true})
+	waitFor(t, "blocked", func() bool { return r.unit().State == supervisor.Blocked })
+	if d := r.unit().Detail; !strings.Contains(d, "OPENAI_API_KEY") {
+		t.Errorf("detail: got %q, want it to name OPENAI_API_KEY", d)
 	}
-	r.sup.Poke()
+	if r.execs() != 0 {
+		t.Errorf("runtime ran without its provider key")
+	}
+}
+
+// TestRemovedStaysRemovedAcrossAgentRestart: once the workspace was seen
+// removed, an agent restart never starts the runtime, not even for a
+// moment (exec counter), and no token is minted for it.
+func TestRemovedStaysRemovedAcrossAgentRestart(t *testing.T) {
+	ten := workspacetest.NewTenant(orgID)
+	defer ten.Close()
+	r := newRig(t, ten, rigOptions{token: ten.IssueToken(workspaceID)})
 	r.waitRegistered()
-	r.leakScan(r.unit().PID, tok)
+	ten.SetStatus(workspaceID, "removed")
+	waitFor(t, "runtime stopped", func() bool { return r.unit().State == supervisor.Stopped })
+	if !r.state.Removed() {
+		t.Fatalf("removal not persisted")
+	}
+	r.close()
+	if r.execs() != 1 {
+		t.Fatalf("runtime starts before the agent restart: got %d, want 1", r.execs())
+	}
+	regs := ten.Registrations(workspaceID)
+	r2 := newRig(t, ten, rigOptions{token: "", base: r.base})
+	// Stopped for good: from here nothing starts it again.
+	waitFor(t, "removed and stopped", func() bool {
+		return registration(r2.unit()) == workspace.Removed && r2.unit().State == supervisor.Stopped
+	})
+	if strings.Contains(r2.logs.String(), "unit started") {
+		t.Errorf("the agent started the removed workspace's runtime after its restart")
+	}
+	if n := r2.execs(); n != 1 {
+		t.Errorf("the removed workspace's runtime was started again after the agent restart (%d starts)", n)
+	}
+	if ten.Registrations(workspaceID) != regs || ten.Minted(workspaceID) != 0 {
+		t.Errorf("registers %d→%d, minted %d: want no register and no token after removal", regs, ten.Registrations(workspaceID), ten.Minted(workspaceID))
+	}
+	if u := r2.unit(); u.PID != 0 {
+		t.Errorf("unit: got %s pid %d, want not running", u.State, u.PID)
+	}
 }
 
 // TestRemovedWorkspace: a workspace removed (or deleted, 404) on the tenant
@@ -389,3 +556,26 @@ func TestUnknownOrgDoesNotStop(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestMissingRuntimeUser: a runtime user that does not exist blocks the
+// runtime with a status naming the user, instead of a failed exec.
+func TestMissingRuntimeUser(t *testing.T) {
+	ten := workspacetest.NewTenant(orgID)
+	defer ten.Close()
+	r := newRig(t, ten, rigOptions{token: ten.IssueToken(workspaceID), user: "no-such-runtime-user"})
+	waitFor(t, "blocked", func() bool { return r.unit().State == supervisor.Blocked })
+	if d := r.unit().Detail; !strings.Contains(d, `"no-such-runtime-user" does not exist`) {
+		t.Errorf("detail: got %q, want it to name the missing user", d)
+	}
+	if n := ten.Registrations(workspaceID); n != 0 {
+		t.Errorf("register attempts: got %d, want 0", n)
+	}
+}
+
+// registration is the unit's workspace facet's registration ("" for none).
+func registration(u supervisor.UnitStatus) string {
+	if u.Workspace == nil {
+		return ""
+	}
+	return u.Workspace.Registration
+}

@@ -5,6 +5,7 @@ package workspace
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"regexp"
@@ -30,6 +31,8 @@ type EnvOptions struct {
 	ConfigsDir string
 	// Home sets HOME (the runtime user's home) when not empty.
 	Home string
+	// User sets USER and LOGNAME (the runtime user's name) when not empty.
+	User string
 	// Secrets are the workspace secrets, passed as env (provider API keys...).
 	Secrets map[string]secretstore.Secret
 }
@@ -37,7 +40,10 @@ type EnvOptions struct {
 // Reserved are the variables Env sets itself; a workspace secret may not
 // override them.
 var Reserved = []string{"WORKSPACE_ID", "PLATFORM_URL", "MOLECULE_URL", "HOSTNAME", "ADAPTER_MODULE",
-	"WORKSPACE_CONFIG_PATH", "CONFIGS_DIR", "HOME"}
+	"WORKSPACE_CONFIG_PATH", "CONFIGS_DIR", "HOME", "USER", "LOGNAME", "PATH", "PYTHONUNBUFFERED"}
+
+// DefaultPath is the runtime's PATH when the unit's env sets none.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
@@ -66,9 +72,17 @@ func Env(o EnvOptions) ([]string, error) {
 		"WORKSPACE_ID": o.WorkspaceID, "PLATFORM_URL": platform, "MOLECULE_URL": platform,
 		"HOSTNAME": o.HostIP, "ADAPTER_MODULE": adapter,
 		"WORKSPACE_CONFIG_PATH": o.ConfigsDir, "CONFIGS_DIR": o.ConfigsDir,
+		// Python block-buffers stdout when it is not a terminal: without
+		// this the register result reaches the log only when the buffer
+		// fills, and is lost when the runtime dies by SIGTERM
+		// (docs/platform-contract.md §6).
+		"PYTHONUNBUFFERED": "1",
 	}
 	if o.Home != "" {
 		env["HOME"] = o.Home
+	}
+	if o.User != "" {
+		env["USER"], env["LOGNAME"] = o.User, o.User
 	}
 	for k, v := range o.Secrets {
 		switch {
@@ -89,4 +103,27 @@ func Env(o EnvOptions) ([]string, error) {
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// PickHostIP picks the address the runtime registers off EC2: the first
+// private (RFC 1918) IPv4 of addrs. The tenant refuses loopback, TEST-NET,
+// link-local and CGNAT runtime URLs, and a public address is not what it
+// can reach in a VPC (docs/platform-contract.md §4), so without a private
+// address it is an error naming workspace.host_ip.
+func PickHostIP(addrs []net.Addr) (string, error) {
+	var seen []string
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.To4() == nil {
+			continue
+		}
+		if ipn.IP.IsPrivate() {
+			return ipn.IP.String(), nil
+		}
+		if !ipn.IP.IsLoopback() {
+			seen = append(seen, ipn.IP.String())
+		}
+	}
+	return "", fmt.Errorf("no private (RFC 1918) IPv4 on this host (found %v); the tenant refuses loopback and "+
+		"TEST-NET runtime URLs: set workspace.host_ip to the address the tenant reaches this host on", seen)
 }

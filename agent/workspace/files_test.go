@@ -193,14 +193,14 @@ func TestEnv(t *testing.T) {
 	t.Run("runtime variables", func(t *testing.T) {
 		o := base
 		o.Secrets = map[string]secretstore.Secret{"ANTHROPIC_API_KEY": secretstore.New("sk-1")}
-		o.Home = "/home/ubuntu"
+		o.Home, o.User = "/home/ubuntu", "ubuntu"
 		got, err := workspace.Env(o)
 		if err != nil {
 			t.Fatal(err)
 		}
 		want := []string{"ADAPTER_MODULE=adapter", "ANTHROPIC_API_KEY=sk-1", "CONFIGS_DIR=/opt/configs", "HOME=/home/ubuntu",
-			"HOSTNAME=10.0.2.7", "MOLECULE_URL=http://10.0.1.5:8080", "PLATFORM_URL=http://10.0.1.5:8080",
-			"WORKSPACE_CONFIG_PATH=/opt/configs", "WORKSPACE_ID=ws-1"}
+			"HOSTNAME=10.0.2.7", "LOGNAME=ubuntu", "MOLECULE_URL=http://10.0.1.5:8080", "PLATFORM_URL=http://10.0.1.5:8080",
+			"PYTHONUNBUFFERED=1", "USER=ubuntu", "WORKSPACE_CONFIG_PATH=/opt/configs", "WORKSPACE_ID=ws-1"}
 		if strings.Join(got, " ") != strings.Join(want, " ") {
 			t.Errorf("got %v\nwant %v", got, want)
 		}

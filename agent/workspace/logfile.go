@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"sync"
 	"time"
@@ -169,7 +170,13 @@ func (s *Sink) AddRedactor(r *supervisor.Redactor) {
 	s.redactors = append(s.redactors, r)
 }
 
+// tokenPrefix is the real runtime's "Saved workspace auth token
+// (prefix=<8 chars>…)": the prefix of a token the agent did not know yet
+// (docs/platform-contract.md §2).
+var tokenPrefix = regexp.MustCompile(`(auth token \(prefix=)[^)\s…]*`)
+
 func (s *Sink) redact(chunk []byte, partial bool) []byte {
+	chunk = tokenPrefix.ReplaceAll(chunk, []byte("${1}[redacted]"))
 	s.mu.Lock()
 	rs := s.redactors
 	s.mu.Unlock()

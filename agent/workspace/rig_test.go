@@ -5,6 +5,7 @@ package workspace_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -49,6 +50,10 @@ const (
 	workspaceID = "8d0a4c9e-2f7b-4b7e-9a51-3c1de0f4a001"
 	orgID       = "org-acme"
 	tokenName   = workspace.DefaultTokenSecret
+	// hostIP is the runtime's registered address: a private one, as the
+	// real tenant refuses loopback and TEST-NET URLs (the stand-in tenant
+	// checks the URL, and nothing calls it back).
+	hostIP = "10.77.0.2"
 )
 
 type rigOptions struct {
@@ -62,6 +67,11 @@ type rigOptions struct {
 	registerTimeout time.Duration
 	// user runs the runtime as this user (needs root).
 	user string
+	// base reuses the directory of an earlier rig (an agent restart on
+	// the same host: configs dir, runtime log, agent state).
+	base string
+	// noProviderKey leaves the workspace secret out of the source.
+	noProviderKey bool
 }
 
 // rig is the workspace role assembled from real parts: a file secrets
@@ -75,6 +85,10 @@ type rig struct {
 	checker *workspace.Checker
 	proxy   *workspace.Proxy
 	logs    *testenv.Buffer
+	base    string
+	state   *workspace.State
+	execLog string
+	close   func()
 	dir     string
 	logPath string
 	secPath string
@@ -88,9 +102,14 @@ func requireRuntime(t *testing.T) {
 	}
 }
 
-func writeSecrets(t *testing.T, path, token string) {
+func writeSecrets(t *testing.T, path, token string) { writeSecretsWith(t, path, token, true) }
+
+func writeSecretsWith(t *testing.T, path, token string, providerKey bool) {
 	t.Helper()
-	content := "openai-api-key: sk-test-not-a-token\n"
+	content := ""
+	if providerKey {
+		content = "openai-api-key: sk-test-not-a-token\n"
+	}
 	if token != "" {
 		content += tokenName + ": " + token + "\n"
 	}
@@ -102,8 +121,12 @@ func writeSecrets(t *testing.T, path, token string) {
 func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 	t.Helper()
 	requireRuntime(t)
-	tmp := t.TempDir()
-	if o.user != "" {
+	tmp := o.base
+	switch {
+	case tmp != "":
+	case o.user == "":
+		tmp = t.TempDir()
+	default:
 		// The runtime user must reach the configs dir: t.TempDir is 0700.
 		var err error
 		if tmp, err = os.MkdirTemp("", "workspace-rig-"); err != nil {
@@ -114,10 +137,22 @@ func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 			t.Fatal(err)
 		}
 	}
-	r := &rig{t: t, ten: ten, logs: &testenv.Buffer{}, dir: filepath.Join(tmp, "configs"),
-		logPath: filepath.Join(tmp, "molecule-runtime.log"), secPath: filepath.Join(tmp, "secrets.yaml"), port: freePort(t)}
+	port := 0
+	if b, err := os.ReadFile(filepath.Join(tmp, "port")); err == nil {
+		port, _ = strconv.Atoi(string(b))
+	} else {
+		port = freePort(t)
+		_ = os.WriteFile(filepath.Join(tmp, "port"), []byte(strconv.Itoa(port)), 0o644)
+	}
+	r := &rig{t: t, ten: ten, logs: &testenv.Buffer{}, base: tmp, dir: filepath.Join(tmp, "configs"),
+		logPath: filepath.Join(tmp, "molecule-runtime.log"), secPath: filepath.Join(tmp, "secrets.yaml"), port: port,
+		execLog: filepath.Join(tmp, "exec.log")}
 	log := slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	writeSecrets(t, r.secPath, o.token)
+	writeSecretsWith(t, r.secPath, o.token, !o.noProviderKey)
+	var err error
+	if r.state, err = workspace.OpenState(filepath.Join(tmp, "state", workspace.StateFileName), workspaceID); err != nil {
+		t.Fatal(err)
+	}
 	r.store = secretstore.NewStore(secretstore.NewFile(r.secPath), secretstore.StoreOptions{Logger: log})
 	if err := r.store.Load(t.Context()); err != nil {
 		t.Fatal(err)
@@ -147,7 +182,9 @@ func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 	r.checker, err = workspace.NewChecker(workspace.CheckerOptions{
 		TenantURL: ten.URL(), WorkspaceID: workspaceID, OrgID: orgID, Log: log,
 		Interval: 50 * time.Millisecond, SteadyInterval: 100 * time.Millisecond,
-		TokenLocation: r.secPath + ":" + tokenName, RegisterTimeout: o.registerTimeout,
+		TokenLocation: r.secPath + ":" + tokenName, RegisterTimeout: o.registerTimeout, State: r.state,
+		TokenFile:     filepath.Join(r.dir, workspace.TokenFile),
+		NoSourceToken: func() bool { _, ok := r.store.Get(tokenName); return !ok },
 		RefreshToken: func(ctx context.Context) (bool, error) {
 			changed, err := r.store.Refresh(ctx)
 			return slices.Contains(changed, tokenName), err
@@ -169,19 +206,22 @@ func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 	// WORKSPACE_ID, PLATFORM_URL and CONFIGS_DIR come from the unit's env,
 	// as the workspace role's YAML sets them; the rest from the options.
 	rt := workspace.RuntimeOptions{
-		HostIP: "127.0.0.1",
+		HostIP: hostIP,
 		Config: workspace.RuntimeConfig{Name: "Research", Description: "test workspace", Tier: 2,
 			Runtime: "claude-code", Model: "anthropic:claude-sonnet", Port: r.port},
 		Token:         func() (secretstore.Secret, bool) { return r.store.Get(tokenName) },
 		TokenLocation: r.secPath + ":" + tokenName,
-		Secrets: func() map[string]secretstore.Secret {
-			v, _ := r.store.Get("openai-api-key")
-			return map[string]secretstore.Secret{"OPENAI_API_KEY": v}
+		Secrets: func() (map[string]secretstore.Secret, error) {
+			v, ok := r.store.Get("openai-api-key")
+			if !ok {
+				return nil, errors.New("workspace.secrets without a value: OPENAI_API_KEY (secret openai-api-key)")
+			}
+			return map[string]secretstore.Secret{"OPENAI_API_KEY": v}, nil
 		},
-		Checker: r.checker, Log: log,
+		Checker: r.checker, State: r.state, Log: log,
 	}
 	unitEnv := func(context.Context) ([]string, error) {
-		return []string{"PATH=/usr/bin:/bin", "STANDIN_HEARTBEAT_INTERVAL=100ms", "STANDIN_ECHO_ENV=OPENAI_API_KEY", "WORKSPACE_ID=" + workspaceID,
+		return []string{"PATH=/usr/bin:/bin", "STANDIN_HEARTBEAT_INTERVAL=100ms", "STANDIN_ECHO_ENV=OPENAI_API_KEY", "STANDIN_EXEC_LOG=" + r.execLog, "WORKSPACE_ID=" + workspaceID,
 			"PLATFORM_URL=" + platformURL, "CONFIGS_DIR=" + r.dir}, nil
 	}
 	exec := &supervisor.ExecDriver{Command: runtimeBin, Log: log, User: o.user}
@@ -205,22 +245,32 @@ func newRig(t *testing.T, ten *workspacetest.Tenant, o rigOptions) *rig {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); r.checker.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		sup.Stop()
-		sink.Close(2 * time.Second)
-		_ = logf.Close()
-		if r.proxy != nil {
-			_ = r.proxy.Close()
-		}
-		if t.Failed() {
-			t.Logf("agent log:\n%s", r.logs.String())
-			b, _ := os.ReadFile(r.logPath)
-			t.Logf("runtime log:\n%s", b)
-		}
-	})
+	var once sync.Once
+	r.close = func() {
+		once.Do(func() {
+			cancel()
+			wg.Wait()
+			sup.Stop()
+			sink.Close(2 * time.Second)
+			_ = logf.Close()
+			if r.proxy != nil {
+				_ = r.proxy.Close()
+			}
+			if t.Failed() {
+				t.Logf("agent log:\n%s", r.logs.String())
+				b, _ := os.ReadFile(r.logPath)
+				t.Logf("runtime log:\n%s", b)
+			}
+		})
+	}
+	t.Cleanup(r.close)
 	return r
+}
+
+// execs counts the runtime's starts on this host (its exec log).
+func (r *rig) execs() int {
+	b, _ := os.ReadFile(r.execLog)
+	return strings.Count(string(b), "\n")
 }
 
 func (r *rig) unit() supervisor.UnitStatus {
@@ -301,4 +351,11 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+func newTenant(t *testing.T) *workspacetest.Tenant {
+	t.Helper()
+	ten := workspacetest.NewTenant(orgID)
+	t.Cleanup(ten.Close)
+	return ten
 }

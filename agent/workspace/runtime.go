@@ -6,6 +6,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
+	"os/user"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,18 +51,29 @@ type RuntimeOptions struct {
 	Home   string
 	Config RuntimeConfig
 	// Token returns the workspace auth token (secretstore.Store.Get), which
-	// Prepare writes to ConfigsDir/.auth_token. Nil: the token file is one of
-	// the unit's own files, which the daemon writes like any other.
+	// Prepare writes to ConfigsDir/.auth_token (placeToken). Nil: the token
+	// file is one of the unit's own files (owner: unit), which the daemon's
+	// materializer writes like any other (agent/daemon/files.go), and
+	// NoSourceToken tells whether the source holds one.
 	Token func() (secretstore.Secret, bool)
+	// NoSourceToken, with Token nil, reports that the secret source holds
+	// no token (the platform-minted flow), so a first start with no token
+	// file waits until the tenant shows the workspace.
+	NoSourceToken func() bool
 	// TokenLocation names the token's parameter in messages, e.g.
 	// "/molecule/prod/workspaces/<id>/auth-token".
 	TokenLocation string
-	// Secrets returns the workspace secrets passed as env (may be nil).
-	Secrets func() map[string]secretstore.Secret
+	// Secrets returns the workspace secrets passed as env (may be nil); an
+	// error (keys named in workspace.secrets without a value) blocks the
+	// runtime with the error as its status.
+	Secrets func() (map[string]secretstore.Secret, error)
 	// Checker, when set, is told of every start, and a removed workspace
 	// blocks the runtime.
 	Checker *Checker
-	Log     *slog.Logger
+	// State, when set, remembers which source token was written, so a
+	// token the platform issued to the runtime is never overwritten.
+	State *State
+	Log   *slog.Logger
 
 	// redactor gets the token and workspace secret values at each start
 	// (set by Hook, which gives it to the log Sink).
@@ -86,13 +100,11 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 			return nil, &supervisor.BlockedError{Reason: err.Error()}
 		}
 		var tok secretstore.Secret
+		found := false
 		if o.Token != nil {
-			found := false
-			if tok, found = o.Token(); !found || strings.TrimSpace(tok.Reveal()) == "" {
-				return nil, &supervisor.BlockedError{Reason: "workspace auth token missing: no value at " + o.TokenLocation +
-					"; the runtime starts once it is there"}
-			}
+			tok, found = o.Token()
 		}
+		found = found && strings.TrimSpace(tok.Reveal()) != ""
 		var env []string
 		if inner != nil {
 			var err error
@@ -102,13 +114,27 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 		}
 		var ws map[string]secretstore.Secret
 		if o.Secrets != nil {
-			ws = o.Secrets()
+			var err error
+			if ws, err = o.Secrets(); err != nil {
+				return nil, &supervisor.BlockedError{Reason: err.Error()}
+			}
 		}
 		eo := o.fromEnv(env)
 		eo.Secrets = ws
+		acct, err := runtimeUser(o.User)
+		if err != nil {
+			return nil, &supervisor.BlockedError{Reason: err.Error()}
+		}
+		eo.User = acct.Username
+		if eo.Home == "" {
+			eo.Home = acct.HomeDir
+		}
 		own, err := Env(eo)
 		if err != nil {
 			return nil, &supervisor.BlockedError{Reason: "runtime environment: " + err.Error()}
+		}
+		if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "PATH=") }) {
+			own = append(own, "PATH="+DefaultPath)
 		}
 		uid, gid, err := supervisor.Owner(o.User)
 		if err != nil {
@@ -120,17 +146,17 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 		if err := WriteConfig(eo.ConfigsDir, o.Config, uid, gid); err != nil {
 			return nil, err
 		}
+		var fileTok string
 		if o.Token != nil {
-			if err := WriteToken(eo.ConfigsDir, tok, uid, gid); err != nil {
-				return nil, &supervisor.BlockedError{Reason: fmt.Sprintf("%s: %v", o.TokenLocation, err)}
+			if fileTok, err = o.placeToken(eo.ConfigsDir, tok, found, uid, gid); err != nil {
+				return nil, err
 			}
+		} else if fileTok, err = o.awaitToken(eo.ConfigsDir); err != nil {
+			return nil, err
 		}
-		o.Log.Debug("wrote runtime config and token", "dir", eo.ConfigsDir)
+		o.Log.Debug("wrote runtime config", "dir", eo.ConfigsDir)
 		if o.redactor != nil {
-			var vals []string
-			if o.Token != nil {
-				vals = append(vals, strings.TrimSpace(tok.Reveal()))
-			}
+			vals := []string{strings.TrimSpace(tok.Reveal()), fileTok}
 			for _, v := range ws {
 				vals = append(vals, v.Reveal())
 			}
@@ -141,6 +167,27 @@ func (o RuntimeOptions) Prepare(inner func(context.Context) ([]string, error)) f
 		}
 		return mergeEnv(env, own), nil
 	}
+}
+
+// runtimeUser looks up the unit's user (name or uid; "" is the agent's
+// own) for the runtime's HOME, USER and LOGNAME. A missing user is an
+// error naming it and saying what to do, not a failed exec.
+func runtimeUser(name string) (*user.User, error) {
+	if name == "" {
+		u, err := user.Current()
+		if err != nil {
+			return nil, fmt.Errorf("runtime user: the agent's own user: %w", err)
+		}
+		return u, nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		if byID, err2 := user.LookupId(name); err2 == nil {
+			return byID, nil
+		}
+		return nil, fmt.Errorf("runtime user %q does not exist on this host: create it (the AMI bakes %q) or set the runtime unit's user", name, DefaultUser)
+	}
+	return u, nil
 }
 
 // fromEnv fills the options' empty fields from the unit's own resolved
@@ -203,12 +250,31 @@ func Hook(o RuntimeOptions, sink *Sink) func(sp *supervisor.Spec, exec *supervis
 		if sp.Prober == nil {
 			sp.Prober = CardProbe(o.Config.Port)
 		}
+		sp.Prober = followPort(sp.Prober, o.Config.Port)
 		if o.Checker != nil {
 			sp.Reporters = append(sp.Reporters, o.Checker.Report)
 		}
 		sp.Prepare = o.Prepare(sp.Prepare)
 		return nil
 	}
+}
+
+// followPort points an agent-card probe on the loopback (the role's, on
+// the default port 8000) at workspace.port, so the probe follows the port
+// the runtime is configured to listen on.
+func followPort(p supervisor.Prober, port int) supervisor.Prober {
+	hp, ok := p.(*supervisor.HTTPProbe)
+	if !ok || port == 0 {
+		return p
+	}
+	u, err := url.Parse(hp.URL)
+	if err != nil || u.Hostname() != "127.0.0.1" || u.Path != "/.well-known/agent-card.json" || u.Port() == strconv.Itoa(port) {
+		return p
+	}
+	moved := *hp
+	u.Host = net.JoinHostPort(u.Hostname(), strconv.Itoa(port))
+	moved.URL = u.String()
+	return &moved
 }
 
 // CardProbe is the runtime's readiness probe: GET

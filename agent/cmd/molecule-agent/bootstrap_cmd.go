@@ -17,6 +17,7 @@ func paramFlags(fs *pflag.FlagSet, p *bootstrap.Params) {
 	fs.StringVar(&p.Role, "role", "", "tenant or workspace (default: instance tag "+bootstrap.TagRole+")")
 	fs.StringVar(&p.Org, "org", "", "the tenant's org slug (default: tag "+bootstrap.TagOrg+")")
 	fs.StringVar(&p.Workspace, "workspace", "", "workspace ID, for workspace hosts (default: tag "+bootstrap.TagWorkspace+")")
+	fs.StringVar(&p.OrgID, "org-id", "", "the tenant's MOLECULE_ORG_ID, sent as X-Molecule-Org-Id, for workspace hosts (default: tag "+bootstrap.TagOrgID+")")
 	fs.StringVar(&p.PlatformURL, "platform-url", "", "tenant platform URL, for workspace hosts (default: tag "+bootstrap.TagPlatformURL+")")
 	fs.StringVar(&p.ControlPlane, "control-plane", "", "control plane base URL (default: tag "+bootstrap.TagControlPlane+")")
 	fs.StringVar(&p.ControlPlaneCA, "control-plane-ca", "", "PEM file of the private CA that signs the control plane's certificate (written as control_plane.ca_file)")

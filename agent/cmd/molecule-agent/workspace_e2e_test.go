@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,7 +66,7 @@ workspace:
   id: %[3]s
   platform_url: %[4]s
   org_id: org-acme
-  host_ip: 127.0.0.1
+  host_ip: 10.77.0.3
   name: e2e
   runtime: claude-code
   port: %[5]d
@@ -78,7 +79,7 @@ units:
   - name: runtime
     command: %[6]s
     user: ""
-    env: {STANDIN_HEARTBEAT_INTERVAL: 1s}
+    env: {STANDIN_HEARTBEAT_INTERVAL: 1s, STANDIN_EXEC_LOG: %[1]s/exec.log}
     ready: {http: "http://127.0.0.1:%[5]d/.well-known/agent-card.json", status: 200, interval: 200ms}
 `, dir, rig.secretsFile, wsID, tenant.URL(), port, runtimeBin, freePort(t))
 	a := runAgent(t, dir, writeConfig(t, dir, cfg), nil)
@@ -88,7 +89,10 @@ units:
 
 func (r *workspaceRig) writeToken(t *testing.T, token string) {
 	t.Helper()
-	body := "workspace-auth-token: " + token + "\nopenai-key: sk-test-provider-key-123456\n"
+	body := "openai-key: sk-test-provider-key-123456\n"
+	if token != "" { // "": token flow (b), no token parameter
+		body += "workspace-auth-token: " + token + "\n"
+	}
 	tmp := r.secretsFile + ".tmp"
 	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
@@ -115,7 +119,7 @@ func TestWorkspaceRoleRegistersAndStopsWhenRemoved(t *testing.T) {
 		t.Errorf("tenant says %s, want online", got)
 	}
 	env := environOf(t, unitOf(r, "runtime").PID)
-	for _, want := range []string{"WORKSPACE_ID=" + wsID, "HOSTNAME=127.0.0.1", "OPENAI_API_KEY=sk-test-provider-key-123456",
+	for _, want := range []string{"WORKSPACE_ID=" + wsID, "HOSTNAME=10.77.0.3", "OPENAI_API_KEY=sk-test-provider-key-123456",
 		"CONFIGS_DIR=" + dir + "/configs", "WORKSPACE_CONFIG_PATH=" + dir + "/configs"} {
 		if !strings.Contains(env, want+"\n") {
 			t.Errorf("runtime env lacks %s", strings.SplitN(want, "=", 2)[0])
@@ -156,6 +160,28 @@ func TestWorkspaceRoleRegistersAndStopsWhenRemoved(t *testing.T) {
 	if u := unitOf(a.status(t), "runtime"); u.State != supervisor.Stopped || u.PID != pid {
 		t.Errorf("runtime came back after removal: %+v", u)
 	}
+
+	// The agent restarts: the removed workspace's runtime never runs again
+	// (its exec log counts every start), and no token is minted for it.
+	execs := func() int { b, _ := os.ReadFile(dir + "/exec.log"); return strings.Count(string(b), "\n") }
+	if n := execs(); n != 1 {
+		t.Fatalf("runtime starts before the agent restart: %d, want 1", n)
+	}
+	_ = a.cmd.Process.Kill()
+	<-a.done
+	a = runAgent(t, dir, dir+"/agent.yaml", nil)
+	a.waitFor(t, "removed and stopped after the restart", func(r *status.Report) bool {
+		return section(r, "workspace")["registration"] == "removed" && unitOf(r, "runtime").State == supervisor.Stopped
+	})
+	if n := execs(); n != 1 {
+		t.Errorf("the removed workspace's runtime was started after the agent restart (%d starts)", n)
+	}
+	if strings.Contains(a.log.String(), `"msg":"unit started"`) {
+		t.Errorf("the agent started a unit of a removed workspace after its restart")
+	}
+	if n := tenant.Minted(wsID); n != 0 {
+		t.Errorf("tokens minted for the removed workspace: %d", n)
+	}
 }
 
 // A stale token in SSM: the runtime's register gets 401; once the new token
@@ -185,25 +211,62 @@ func TestWorkspaceStaleTokenRecoversWithoutLoop(t *testing.T) {
 	checkFile(t, rig.dir+"/configs/.auth_token", good)
 }
 
-// No token in the secrets source: the runtime is not started and the status says why.
-func TestWorkspaceMissingTokenBlocksRuntime(t *testing.T) {
+// Token flow (b) through the agent binary: no token parameter. The
+// runtime's first register mints the token and the runtime writes it; the
+// agent keeps it through kill -9 of the agent, kill -9 of the runtime and a
+// SIGTERM of the agent, in that order, and the platform mints one token.
+// Nothing is logged as ERROR on the way.
+func TestWorkspacePlatformMintedTokenSurvivesKills(t *testing.T) {
 	tenant := workspacetest.NewTenant("org-acme")
 	t.Cleanup(tenant.Close)
 	tenant.AddWorkspace(wsID)
 	rig := startWorkspaceAgent(t, tenant, "")
-	body := "openai-key: sk-test-provider-key-123456\n"
-	if err := os.WriteFile(rig.secretsFile, []byte(body), 0o600); err != nil {
+	registered := func(a *agentProc, what string) *status.Report {
+		t.Helper()
+		return a.waitFor(t, what, func(r *status.Report) bool {
+			return unitOf(r, "runtime").Ready && section(r, "workspace")["registration"] == "registered"
+		})
+	}
+	registered(rig.a, "registered by the platform-minted token")
+	toks := tenant.Tokens(wsID)
+	if len(toks) != 1 {
+		t.Fatalf("live tokens: %d, want 1", len(toks))
+	}
+	checkFile(t, rig.dir+"/configs/.auth_token", toks[0])
+	if strings.Contains(rig.a.log.String(), `"level":"ERROR"`) {
+		t.Errorf("the agent logged an ERROR on a boot without errors")
+	}
+	cfg := rig.dir + "/agent.yaml"
+
+	_ = rig.a.cmd.Process.Kill() // kill -9 of the agent: the runtime dies with it
+	<-rig.a.done
+	a := runAgent(t, rig.dir, cfg, nil)
+	r := registered(a, "registered after kill -9 of the agent")
+	checkFile(t, rig.dir+"/configs/.auth_token", toks[0])
+
+	pid := unitOf(r, "runtime").PID
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	r := rig.a.waitFor(t, "blocked", func(r *status.Report) bool {
-		return unitOf(r, "runtime").State == supervisor.Blocked
+	a.waitFor(t, "a new runtime registered", func(r *status.Report) bool {
+		u := unitOf(r, "runtime")
+		return u.PID != pid && u.Ready && section(r, "workspace")["registration"] == "registered"
 	})
-	if d := unitOf(r, "runtime").Detail; !strings.Contains(d, "workspace-auth-token") {
-		t.Errorf("blocked detail %q should name the token parameter", d)
+	checkFile(t, rig.dir+"/configs/.auth_token", toks[0])
+
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	<-a.done
+	checkFile(t, rig.dir+"/configs/.auth_token", toks[0])
+	a = runAgent(t, rig.dir, cfg, nil)
+	registered(a, "registered after SIGTERM of the agent")
+	checkFile(t, rig.dir+"/configs/.auth_token", toks[0])
+	if n := tenant.Minted(wsID); n != 1 {
+		t.Errorf("tokens minted: %d, want 1", n)
 	}
-	if n := tenant.Registrations(wsID); n != 0 {
-		t.Errorf("runtime registered %d times without a token", n)
-	}
+	runtimeLog, _ := os.ReadFile(rig.dir + "/runtime.log")
+	leakScan(t, map[string]string{"workspace token": toks[0]},
+		map[string]string{"agent log": a.log.String(), "runtime log": string(runtimeLog)},
+		rig.dir, rig.dir+"/configs/.auth_token", rig.secretsFile, rig.dir+"/runtime.log")
 }
 
 // A rotated workspace secret (given to the runtime as env, not through a

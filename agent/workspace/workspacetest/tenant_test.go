@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,8 +80,13 @@ func TestTenantContract(t *testing.T) {
 		{"heartbeat with token", "POST", "/registry/heartbeat", bearer, hb, 200, map[string]string{"status": "ok"}},
 		{"heartbeat without bearer", "POST", "/registry/heartbeat", nil, hb, 401, map[string]string{"error": "missing workspace auth token"}},
 		{"register bad body", "POST", "/registry/register", bearer, map[string]string{"id": id}, 400, map[string]string{"error": "invalid request body"}},
-		{"workspace without org header", "GET", "/workspaces/" + id, nil, nil, 404, map[string]string{"error": "not found"}},
-		{"workspace wrong org header", "GET", "/workspaces/" + id, map[string]string{workspacetest.OrgHeader: "org-2"}, nil, 404, map[string]string{"error": "not found"}},
+		{"workspace without org header", "GET", "/workspaces/" + id, nil, nil, 404, nil},
+		{"workspace wrong org header", "GET", "/workspaces/" + id, map[string]string{workspacetest.OrgHeader: "org-2"}, nil, 404, nil},
+		{"register loopback url", "POST", "/registry/register", bearer, withURL(reg, "http://127.0.0.1:8000"), 400, map[string]string{"error": "invalid request body"}},
+		{"register TEST-NET url", "POST", "/registry/register", bearer, withURL(reg, "http://192.0.2.2:8000"), 400, map[string]string{"error": "invalid request body"}},
+		{"register link-local url", "POST", "/registry/register", bearer, withURL(reg, "http://169.254.169.254:8000"), 400, map[string]string{"error": "invalid request body"}},
+		{"register CGNAT url", "POST", "/registry/register", bearer, withURL(reg, "http://100.64.1.1:8000"), 400, map[string]string{"error": "invalid request body"}},
+		{"register RFC 1918 url in SaaS mode", "POST", "/registry/register", bearer, withURL(reg, "http://192.168.4.7:8000"), 200, map[string]string{"status": "registered"}},
 		{"workspace with org header", "GET", "/workspaces/" + id, map[string]string{workspacetest.OrgHeader: "org-1"}, nil, 200, map[string]string{"id": id, "status": "online"}},
 		{"unknown workspace", "GET", "/workspaces/nope", map[string]string{workspacetest.OrgHeader: "org-1"}, nil, 404, map[string]string{"error": "workspace not found"}},
 		{"health needs no org", "GET", "/health", nil, nil, 200, map[string]string{"status": "ok"}},
@@ -111,25 +118,137 @@ func TestTenantContract(t *testing.T) {
 	}
 }
 
-// TestStandinRuntime runs the stand-in runtime against the tenant: it
-// registers with the token from the file, heartbeats, serves its card, and
-// refuses to start without config.yaml.
+func withURL(reg map[string]any, u string) map[string]any {
+	out := map[string]any{}
+	for k, v := range reg {
+		out[k] = v
+	}
+	out["url"] = u
+	return out
+}
+
+// TestTenantSelfHostedRefusesPrivateURLs: outside SaaS mode RFC 1918 URLs
+// are refused too; "localhost" passes by name in both modes.
+func TestTenantSelfHostedRefusesPrivateURLs(t *testing.T) {
+	for _, o := range []workspacetest.TenantOptions{{}, {Org: "org-1", SelfHosted: true}} {
+		ten := workspacetest.NewTenantWith(o)
+		for u, want := range map[string]int{"http://10.0.0.5:8000": 400, "http://localhost:8000": 200} {
+			reg := map[string]any{"id": "ws-sh", "url": u, "agent_card": map[string]string{"name": "x"}}
+			code, body := do(t, "POST", ten.URL()+"/registry/register", nil, reg)
+			if code != want {
+				t.Errorf("%+v: register %s: got %d %v, want %d", o, u, code, body, want)
+			}
+			ten.RevokeTokens("ws-sh")
+		}
+		ten.Close()
+	}
+}
+
+// TestTenantRemovedWorkspaceMints: a tokenless register of a removed
+// workspace answers 200 with a fresh token and leaves it removed, as the
+// real tenant does.
+func TestTenantRemovedWorkspaceMints(t *testing.T) {
+	ten := workspacetest.NewTenant("org-1")
+	defer ten.Close()
+	const id = "ws-rm"
+	ten.IssueToken(id)
+	ten.SetStatus(id, "removed") // DELETE /workspaces/:id: removed, tokens revoked
+	reg := map[string]any{"id": id, "url": "http://10.0.0.5:8000", "agent_card": map[string]string{"name": "x"}}
+	code, body := do(t, "POST", ten.URL()+"/registry/register", nil, reg)
+	if code != 200 || len(body["auth_token"]) != 43 {
+		t.Fatalf("tokenless register of a removed workspace: got %d %v, want 200 with a fresh token", code, body)
+	}
+	if got := ten.Status(id); got != "removed" {
+		t.Errorf("status: got %q, want removed (never resurrected)", got)
+	}
+	if !ten.Live(id) || ten.Minted(id) != 1 {
+		t.Errorf("live %v minted %d: want the liveness key set and one token minted", ten.Live(id), ten.Minted(id))
+	}
+}
+
+// TestTenantLiveness: register sets the liveness key; heartbeats keep it;
+// once it expires the workspace is offline, and a heartbeat flips the
+// status back without bringing the key back (EXPIRE on a missing key).
+func TestTenantLiveness(t *testing.T) {
+	ten := workspacetest.NewTenantWith(workspacetest.TenantOptions{Org: "org-1", LivenessTTL: 200 * time.Millisecond})
+	defer ten.Close()
+	const id = "ws-live"
+	reg := map[string]any{"id": id, "url": "http://10.0.0.5:8000", "agent_card": map[string]string{"name": "x"}}
+	_, body := do(t, "POST", ten.URL()+"/registry/register", nil, reg)
+	bearer := map[string]string{"Authorization": "Bearer " + body["auth_token"]}
+	if ten.Status(id) != "online" || !ten.Live(id) {
+		t.Fatalf("after register: status %q live %v, want online and live", ten.Status(id), ten.Live(id))
+	}
+	waitFor(t, "offline after the TTL", func() bool { return ten.Status(id) == "offline" })
+	if ten.Live(id) {
+		t.Errorf("liveness key still there after the TTL")
+	}
+	if c, _ := do(t, "POST", ten.URL()+"/registry/heartbeat", bearer, map[string]any{"workspace_id": id}); c != 200 {
+		t.Fatalf("heartbeat: %d", c)
+	}
+	if ten.Status(id) != "online" || ten.Live(id) {
+		t.Errorf("after a heartbeat: status %q live %v, want online without a liveness key", ten.Status(id), ten.Live(id))
+	}
+	do(t, "POST", ten.URL()+"/registry/register", bearer, reg)
+	if !ten.Live(id) {
+		t.Errorf("register did not set the liveness key again")
+	}
+}
+
+// TestStandinRuntime runs the stand-in runtime against the tenant and checks
+// it behaves like molecule-runtime (docs/platform-contract.md §6).
 func TestStandinRuntime(t *testing.T) {
 	testenv.RequireBinary(t, "go")
 	bin, err := workspacetest.BuildRuntime(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ten := workspacetest.NewTenant("org-1")
-	defer ten.Close()
-	const id = "ws-2"
-	tok := ten.IssueToken(id)
-	dir := t.TempDir()
-	port := freePort(t)
+	type run struct {
+		cmd  *exec.Cmd
+		out  *syncBuffer
+		dir  string
+		port int
+	}
+	start := func(t *testing.T, platform, id string, extra ...string) *run {
+		t.Helper()
+		r := &run{out: &syncBuffer{}, dir: t.TempDir(), port: freePort(t)}
+		cfg := "name: w\ndescription: d\nversion: 1.0.0\ntier: 2\nruntime: claude-code\nmodel: m\na2a:\n  port: " + strconv.Itoa(r.port) + "\n"
+		if err := os.WriteFile(filepath.Join(r.dir, "config.yaml"), []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r.cmd = exec.Command(bin)
+		r.cmd.Env = append([]string{"WORKSPACE_ID=" + id, "PLATFORM_URL=" + platform, "WORKSPACE_CONFIG_PATH=" + r.dir,
+			"CONFIGS_DIR=" + r.dir, "HOSTNAME=10.1.2.3", "STANDIN_HEARTBEAT_INTERVAL=100ms"}, extra...)
+		r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
+		return r
+	}
+	begin := func(t *testing.T, r *run) {
+		t.Helper()
+		if err := r.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if r.cmd.ProcessState == nil {
+				_ = r.cmd.Process.Kill()
+				_ = r.cmd.Wait()
+			}
+		})
+	}
+	// term sends SIGTERM and checks the process died by it (143).
+	term := func(t *testing.T, r *run) {
+		t.Helper()
+		_ = r.cmd.Process.Signal(syscall.SIGTERM)
+		err := r.cmd.Wait()
+		ws, _ := r.cmd.ProcessState.Sys().(syscall.WaitStatus)
+		if err == nil || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+			t.Errorf("after SIGTERM: got %v, want death by SIGTERM (status 143)", err)
+		}
+	}
 
 	t.Run("no config.yaml", func(t *testing.T) {
+		dir := t.TempDir()
 		cmd := exec.Command(bin)
-		cmd.Env = []string{"WORKSPACE_ID=" + id, "PLATFORM_URL=" + ten.URL(), "WORKSPACE_CONFIG_PATH=" + dir, "CONFIGS_DIR=" + dir}
+		cmd.Env = []string{"WORKSPACE_ID=ws-0", "PLATFORM_URL=http://127.0.0.1:1", "WORKSPACE_CONFIG_PATH=" + dir, "CONFIGS_DIR=" + dir}
 		out, err := cmd.CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
 			t.Fatalf("got %v (%s), want exit code 1", err, out)
@@ -139,52 +258,140 @@ func TestStandinRuntime(t *testing.T) {
 		}
 	})
 
-	t.Run("registers and heartbeats", func(t *testing.T) {
-		cfg := "name: w\ndescription: d\nversion: 1.0.0\ntier: 2\nruntime: claude-code\nmodel: m\na2a:\n  port: " + strconv.Itoa(port) + "\n"
-		if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(cfg), 0o644); err != nil {
+	t.Run("stdout block-buffered, lost at SIGTERM", func(t *testing.T) {
+		ten := workspacetest.NewTenant("org-1")
+		defer ten.Close()
+		const id = "ws-buf"
+		tok := ten.IssueToken(id)
+		r := start(t, ten.URL(), id)
+		if err := os.WriteFile(filepath.Join(r.dir, ".auth_token"), []byte(tok), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, ".auth_token"), []byte(tok), 0o600); err != nil {
+		begin(t, r)
+		waitFor(t, "register and 3 heartbeats", func() bool { return ten.Registrations(id) == 1 && ten.Heartbeats(id) >= 3 })
+		if strings.Contains(r.out.String(), "Registered with platform") {
+			t.Errorf("the register line reached stdout's reader without PYTHONUNBUFFERED: stdout is not block-buffered")
+		}
+		term(t, r)
+		if strings.Contains(r.out.String(), "Registered with platform") {
+			t.Errorf("the buffered register line was flushed at SIGTERM; the real runtime drops it")
+		}
+		for _, req := range ten.Requests() {
+			if strings.HasPrefix(req.Path, "/registry/") && req.Header.Get("Authorization") != "Bearer "+tok {
+				t.Errorf("%s without the bearer token", req.Path)
+			}
+		}
+	})
+
+	t.Run("PYTHONUNBUFFERED, registers before listening, first heartbeat at once", func(t *testing.T) {
+		var r *run
+		listening := make(chan bool, 1)
+		ten := workspacetest.NewTenantWith(workspacetest.TenantOptions{Org: "org-1", OnRegister: func(string) {
+			c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(r.port))
+			if err == nil {
+				c.Close()
+			}
+			listening <- err == nil
+		}})
+		defer ten.Close()
+		const id = "ws-unbuf"
+		tok := ten.IssueToken(id)
+		r = start(t, ten.URL(), id, "PYTHONUNBUFFERED=1", "STANDIN_HEARTBEAT_INTERVAL=1h")
+		if err := os.WriteFile(filepath.Join(r.dir, ".auth_token"), []byte(tok), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		var out bytes.Buffer
-		cmd := exec.Command(bin)
-		cmd.Env = []string{"WORKSPACE_ID=" + id, "PLATFORM_URL=" + ten.URL(), "WORKSPACE_CONFIG_PATH=" + dir,
-			"CONFIGS_DIR=" + dir, "HOSTNAME=127.0.0.1", "STANDIN_HEARTBEAT_INTERVAL=100ms"}
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+		begin(t, r)
+		if <-listening {
+			t.Errorf("the runtime was listening when it registered; the real one registers first")
 		}
-		waitFor(t, "3 heartbeats", func() bool { return ten.Heartbeats(id) >= 3 })
-		if got := ten.Status(id); got != "online" {
-			t.Errorf("status: got %q, want online", got)
-		}
-		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/.well-known/agent-card.json")
-		if err != nil {
-			t.Fatal(err)
-		}
+		waitFor(t, "the register line", func() bool { return strings.Contains(r.out.String(), "Registered with platform: 200") })
+		waitFor(t, "the first heartbeat (interval 1h)", func() bool { return ten.Heartbeats(id) == 1 })
+		var resp *http.Response
+		waitFor(t, "the agent card", func() bool {
+			var err error
+			resp, err = http.Get("http://127.0.0.1:" + strconv.Itoa(r.port) + "/.well-known/agent-card.json")
+			return err == nil
+		})
 		var card map[string]any
 		_ = json.NewDecoder(resp.Body).Decode(&card)
 		resp.Body.Close()
-		if card["name"] != "w" || card["url"] != "http://127.0.0.1:"+strconv.Itoa(port) {
+		if card["name"] != "w" || card["url"] != "http://10.1.2.3:"+strconv.Itoa(r.port) {
 			t.Errorf("card: got %v", card)
 		}
-		_ = cmd.Process.Signal(os.Interrupt)
-		if err := cmd.Wait(); err != nil {
-			t.Errorf("exit after SIGINT: %v", err)
-		}
-		for _, r := range ten.Requests() {
-			if strings.HasPrefix(r.Path, "/registry/") && r.Header.Get("Authorization") != "Bearer "+tok {
-				t.Errorf("%s without the bearer token", r.Path)
-			}
-		}
-		if !strings.Contains(out.String(), "Registered with platform: 200") {
-			t.Errorf("output %q lacks the register line", out.String())
-		}
-		if strings.Contains(out.String(), tok) || strings.Contains(out.String(), tok[:8]) {
-			t.Errorf("output leaks the token")
-		}
+		term(t, r)
 	})
+
+	t.Run("mints at first register, saves in place", func(t *testing.T) {
+		ten := workspacetest.NewTenant("org-1")
+		defer ten.Close()
+		const id = "ws-mint"
+		r := start(t, ten.URL(), id, "PYTHONUNBUFFERED=1")
+		path := filepath.Join(r.dir, ".auth_token")
+		// An empty file, as an agent could leave: the runtime treats it as
+		// no token and writes the minted one into it, keeping mode and inode.
+		if err := os.WriteFile(path, nil, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := os.Stat(path)
+		begin(t, r)
+		waitFor(t, "the saved token", func() bool { return strings.Contains(r.out.String(), "Saved workspace auth token (prefix=") })
+		live := ten.Tokens(id)
+		b, _ := os.ReadFile(path)
+		if len(live) != 1 || string(b) != live[0] {
+			t.Fatalf(".auth_token does not hold the minted token")
+		}
+		after, _ := os.Stat(path)
+		if !os.SameFile(before, after) || after.Mode().Perm() != 0o640 {
+			t.Errorf("token not saved in place: same file %v, mode %v, want the same inode and mode 0640", os.SameFile(before, after), after.Mode().Perm())
+		}
+		if !strings.Contains(r.out.String(), "prefix="+live[0][:8]) {
+			t.Errorf("the runtime does not print the token prefix like the real one (the agent must redact it)")
+		}
+		waitFor(t, "heartbeats with the minted token", func() bool { return ten.Heartbeats(id) >= 2 })
+		term(t, r)
+	})
+
+	t.Run("re-reads the token file until it has one", func(t *testing.T) {
+		ten := workspacetest.NewTenant("org-1")
+		defer ten.Close()
+		const id = "ws-late"
+		tok := ten.IssueToken(id)
+		r := start(t, ten.URL(), id, "PYTHONUNBUFFERED=1")
+		begin(t, r)
+		waitFor(t, "the rejected register", func() bool { return strings.Contains(r.out.String(), "Registered with platform: 401") })
+		if err := os.WriteFile(filepath.Join(r.dir, ".auth_token"), []byte(tok), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "heartbeats with the token written later", func() bool { return ten.Heartbeats(id) >= 1 })
+		term(t, r)
+	})
+
+	t.Run("platform unreachable", func(t *testing.T) {
+		r := start(t, "http://127.0.0.1:"+strconv.Itoa(freePort(t)), "ws-down", "PYTHONUNBUFFERED=1")
+		begin(t, r)
+		waitFor(t, "the warning", func() bool {
+			return strings.Contains(r.out.String(), "Warning: failed to register with platform: ")
+		})
+		term(t, r)
+	})
+}
+
+// syncBuffer is a bytes.Buffer safe for the process's writes and the test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func freePort(t *testing.T) int {
@@ -205,5 +412,19 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestTenantTokenCap: at most MaxTokens live tokens per workspace.
+func TestTenantTokenCap(t *testing.T) {
+	ten := workspacetest.NewTenant("org-1")
+	defer ten.Close()
+	for i := range workspacetest.MaxTokens {
+		if ten.IssueToken("ws-cap") == "" {
+			t.Fatalf("token %d refused below the cap", i+1)
+		}
+	}
+	if tok := ten.IssueToken("ws-cap"); tok != "" {
+		t.Errorf("token %d issued beyond the cap of %d", workspacetest.MaxTokens+1, workspacetest.MaxTokens)
 	}
 }
