@@ -56,7 +56,7 @@ func TestNamedPathsExist(t *testing.T) {
 
 // TestDocsRequired: the documents the project promises exist.
 func TestDocsRequired(t *testing.T) {
-	for _, f := range []string{"architecture.md", "security.md"} {
+	for _, f := range []string{"architecture.md", "platform-contract.md", "security.md"} {
 		if _, err := os.Stat(f); err != nil {
 			t.Errorf("docs/%s is missing: %v", f, err)
 		}
