@@ -185,17 +185,17 @@ func pick(cond bool, yes, no string) string {
 func resolve(ctx context.Context, o Options) (Params, error) {
 	p := o.Params
 	var md *metadata
-	if p.Identity != IdentityEnrollment && (p.needsTags() || (p.SSMPrefix != "" && p.Region == "")) {
+	if p.Identity != IdentityEnrollment && (p.NeedsTags() || (p.SSMPrefix != "" && p.Region == "")) {
 		md = newMetadata(o.IMDSEndpoint)
 	}
-	if md != nil && p.needsTags() {
+	if md != nil && p.NeedsTags() {
 		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		tags, err := md.tags(tctx)
 		cancel()
 		if err != nil {
 			return p, fmt.Errorf("params: --role and --org not given and %w", err)
 		}
-		p = p.fromTags(tags)
+		p = p.FromTags(tags)
 	}
 	p = p.WithDefaults()
 	if md != nil && p.SSMPrefix != "" && p.Region == "" {

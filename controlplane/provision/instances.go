@@ -1,5 +1,3 @@
-//go:build unix
-
 package provision
 
 import (
@@ -18,11 +16,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
-	"github.com/molecule-ai/molecule-agent/bootstrap"
+	"github.com/molecule-ai/molecule-agent/bootstrap/hostparams"
 )
 
 // TagTunnel is the instance tag holding a tenant's Cloudflare tunnel ID,
-// next to the molecule:* tags bootstrap reads (bootstrap/params.go).
+// next to the molecule:* tags bootstrap reads (bootstrap/hostparams/params.go).
 const TagTunnel = "molecule:tunnel-id"
 
 // IMDS settings every instance is launched with: IMDSv2 only, a hop limit
@@ -91,7 +89,7 @@ type LaunchSpec struct {
 	Key string
 	// Params are the host's bootstrap parameters; they become the
 	// user-data line and the molecule:* tags.
-	Params bootstrap.Params
+	Params hostparams.Params
 	// TunnelID is the tenant's Cloudflare tunnel (tenant hosts).
 	TunnelID string
 }
@@ -129,13 +127,13 @@ func ClientToken(key string) string {
 
 // Tags returns the instance tags for a launch: exactly the molecule:* keys
 // bootstrap reads, for the non-empty parameters, plus the tunnel ID.
-func Tags(p bootstrap.Params, tunnelID string) map[string]string {
+func Tags(p hostparams.Params, tunnelID string) map[string]string {
 	p = p.WithDefaults()
 	tags := map[string]string{}
 	for k, v := range map[string]string{
-		bootstrap.TagRole: p.Role, bootstrap.TagOrg: p.Org, bootstrap.TagWorkspace: p.Workspace,
-		bootstrap.TagControlPlane: p.ControlPlane, bootstrap.TagSSMPrefix: p.SSMPrefix, bootstrap.TagChannel: p.Channel,
-		bootstrap.TagPlatformURL: p.PlatformURL, TagTunnel: tunnelID,
+		hostparams.TagRole: p.Role, hostparams.TagOrg: p.Org, hostparams.TagWorkspace: p.Workspace,
+		hostparams.TagControlPlane: p.ControlPlane, hostparams.TagSSMPrefix: p.SSMPrefix, hostparams.TagChannel: p.Channel,
+		hostparams.TagPlatformURL: p.PlatformURL, TagTunnel: tunnelID,
 	} {
 		if v != "" {
 			tags[k] = v
@@ -150,7 +148,7 @@ func (b *Instances) Launch(ctx context.Context, spec LaunchSpec) (Instance, erro
 	if spec.Key == "" {
 		return Instance{}, errors.New("launch: a key is required (it makes the launch idempotent)")
 	}
-	userData, err := bootstrap.RenderUserData(spec.Params)
+	userData, err := hostparams.RenderUserData(spec.Params)
 	if err != nil {
 		return Instance{}, fmt.Errorf("launch %s: user-data: %w", spec.Key, err)
 	}
@@ -231,9 +229,9 @@ type Selector struct {
 func (b *Instances) List(ctx context.Context, sel Selector) ([]Instance, error) {
 	filters := []types.Filter{
 		{Name: aws.String("instance-state-name"), Values: []string{"pending", "running", "stopping", "stopped"}},
-		{Name: aws.String("tag-key"), Values: []string{bootstrap.TagRole}},
+		{Name: aws.String("tag-key"), Values: []string{hostparams.TagRole}},
 	}
-	for k, v := range map[string]string{bootstrap.TagOrg: sel.Org, bootstrap.TagWorkspace: sel.Workspace, bootstrap.TagRole: sel.Role} {
+	for k, v := range map[string]string{hostparams.TagOrg: sel.Org, hostparams.TagWorkspace: sel.Workspace, hostparams.TagRole: sel.Role} {
 		if v != "" {
 			filters = append(filters, types.Filter{Name: aws.String("tag:" + k), Values: []string{v}})
 		}

@@ -1,5 +1,3 @@
-//go:build unix
-
 package provision_test
 
 import (
@@ -8,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/molecule-ai/molecule-agent/bootstrap"
+	"github.com/molecule-ai/molecule-agent/bootstrap/hostparams"
 	"github.com/molecule-ai/molecule-agent/controlplane/provision"
 	"github.com/molecule-ai/molecule-agent/controlplane/provision/ec2test"
 )
@@ -17,7 +15,7 @@ var instanceCfg = provision.InstanceConfig{ImageID: "ami-0123456789abcdef0", Ins
 	SubnetID: "subnet-private1", SecurityGroups: []string{"sg-host"}, InstanceProfile: "molecule-tenant", MaxPerOrg: 3}
 
 func tenantSpec(key string) provision.LaunchSpec {
-	return provision.LaunchSpec{Key: key, TunnelID: "6ff42ae2-765d-4adf-8112-31c55c1551ef", Params: bootstrap.Params{
+	return provision.LaunchSpec{Key: key, TunnelID: "6ff42ae2-765d-4adf-8112-31c55c1551ef", Params: hostparams.Params{
 		Role: "tenant", Org: "acme", ControlPlane: "https://cp.molecule.test", SSMPrefix: "/molecule/prod/tenants/acme"}}
 }
 
@@ -54,12 +52,12 @@ func TestLaunchAsBootstrapReadsIt(t *testing.T) {
 		t.Errorf("placement: profile %q subnet %q public IP %v; want the profile, the private subnet, no public IP",
 			l.InstanceProfileName, l.SubnetID, l.AssociatePublicIP)
 	}
-	wantUD, _ := bootstrap.RenderUserData(spec.Params)
+	wantUD, _ := hostparams.RenderUserData(spec.Params)
 	if l.UserData != wantUD {
 		t.Errorf("user-data = %q, want %q", l.UserData, wantUD)
 	}
-	wantTags := map[string]string{bootstrap.TagRole: "tenant", bootstrap.TagOrg: "acme", bootstrap.TagControlPlane: "https://cp.molecule.test",
-		bootstrap.TagSSMPrefix: "/molecule/prod/tenants/acme", bootstrap.TagChannel: "stable", provision.TagTunnel: spec.TunnelID}
+	wantTags := map[string]string{hostparams.TagRole: "tenant", hostparams.TagOrg: "acme", hostparams.TagControlPlane: "https://cp.molecule.test",
+		hostparams.TagSSMPrefix: "/molecule/prod/tenants/acme", hostparams.TagChannel: "stable", provision.TagTunnel: spec.TunnelID}
 	if !maps.Equal(l.Tags, wantTags) {
 		t.Errorf("tags = %v, want %v", l.Tags, wantTags)
 	}
@@ -189,7 +187,7 @@ func TestListTerminateConsole(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err := b.List(t.Context(), provision.Selector{Org: "acme", Workspace: "ws-1"})
-	if err != nil || len(got) != 1 || got[0].ID != w.ID || got[0].Tags[bootstrap.TagWorkspace] != "ws-1" {
+	if err != nil || len(got) != 1 || got[0].ID != w.ID || got[0].Tags[hostparams.TagWorkspace] != "ws-1" {
 		t.Errorf("workspace's instances = %+v, %v; want %s", got, err, w.ID)
 	}
 	s.SetConsole(a.ID, "[  5.1] MOLECULE AGENT BOOT FAILED: ssm: AccessDenied\n")

@@ -1,5 +1,3 @@
-//go:build unix
-
 // Package provision holds the control plane's backends for creating and
 // removing what a tenant or workspace runs on: EC2 instances and SSM
 // parameters (aws-sdk-go-v2), and the Cloudflare Tunnel and proxied CNAME

@@ -1,6 +1,4 @@
-//go:build unix
-
-package bootstrap
+package hostparams
 
 import (
 	"encoding/base64"

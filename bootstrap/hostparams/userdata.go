@@ -1,6 +1,4 @@
-//go:build unix
-
-package bootstrap
+package hostparams
 
 import (
 	"fmt"
@@ -26,7 +24,7 @@ func RenderUserData(p Params) (string, error) {
 	}
 	var b strings.Builder
 	b.WriteString("#!/bin/sh\nexec " + AgentPath + " bootstrap")
-	for _, f := range p.flags() {
+	for _, f := range p.Flags() {
 		if reason, bad := LooksSecret(f[1]); bad {
 			return "", fmt.Errorf("--%s looks like %s: never put a secret in user-data; store it in SSM under the host's prefix", f[0], reason)
 		}
