@@ -6,16 +6,16 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/molecule-ai/molecule-agent/agent/safefile"
 )
 
 // Secret files: a secret the image reads from a *_FILE variable is written
@@ -75,34 +75,21 @@ func (d *Driver) secretMounts() []mountSpec {
 func hostName(secret string) string { return strings.ReplaceAll(secret, "/", "_") }
 
 // secretDir makes <RunDir>/containers/<unit>, each level a real directory
-// (not a symlink) owned by the agent and closed to others (0700).
+// (not a symlink) owned by the agent and closed to others (0700), through
+// agent/safefile.
 func (d *Driver) secretDir() (string, error) {
-	dir := d.opts.RunDir
-	for _, part := range []string{"containers", d.spec.Unit} {
-		dir = filepath.Join(dir, part)
-		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+	dir := filepath.Join(d.opts.RunDir, "containers")
+	for _, p := range []string{dir, filepath.Join(dir, d.spec.Unit)} {
+		if err := safefile.EnsureDir(p, 0o700, -1, -1); err != nil {
 			return "", fmt.Errorf("secret files dir: %w", err)
-		}
-		fi, err := os.Lstat(dir)
-		if err != nil {
-			return "", fmt.Errorf("secret files dir: %w", err)
-		}
-		st, ok := fi.Sys().(*syscall.Stat_t)
-		if !fi.IsDir() || !ok || st.Uid != uint32(os.Geteuid()) {
-			return "", fmt.Errorf("secret files dir %s is not a directory owned by the agent: remove it", dir)
-		}
-		if fi.Mode().Perm() != 0o700 {
-			if err := os.Chmod(dir, 0o700); err != nil {
-				return "", fmt.Errorf("secret files dir: %w", err)
-			}
 		}
 	}
-	return dir, nil
+	return filepath.Join(dir, d.spec.Unit), nil
 }
 
 // writeSecretFile replaces dir/name with value (0400, uid:gid) unless it
-// already holds exactly that: a temp file created O_EXCL|O_NOFOLLOW,
-// fchown'd and fchmod'ed before the rename.
+// already holds exactly that, through agent/safefile (a temp file created
+// O_EXCL|O_NOFOLLOW, fchown'd and fchmod'ed before the rename).
 func writeSecretFile(dir, name string, value []byte, uid, gid int) error {
 	path := filepath.Join(dir, name)
 	if f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0); err == nil {
@@ -114,30 +101,7 @@ func writeSecretFile(dir, name string, value []byte, uid, gid int) error {
 			return nil
 		}
 	}
-	tmp := filepath.Join(dir, "."+name+".tmp")
-	_ = os.Remove(tmp)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o400)
-	if err != nil {
-		return fmt.Errorf("write secret file: %w", err)
-	}
-	_, err = f.Write(value)
-	if err == nil {
-		err = f.Chown(uid, gid)
-	}
-	if err == nil {
-		err = f.Chmod(0o400)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
+	if err := safefile.Write(dir, name, value, 0o400, uid, gid); err != nil {
 		return fmt.Errorf("write secret file %s: %w", name, err)
 	}
 	return nil

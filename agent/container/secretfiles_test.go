@@ -126,7 +126,7 @@ func TestSecretFileRefusals(t *testing.T) {
 	}{
 		{"no run dir", "", some, "container.secret_files needs the agent's run dir and secrets"},
 		{"missing secret", t.TempDir(), none, "unit app: secret_files[0]: secret db/password is missing"},
-		{"symlinked dir", link, some, "is not a directory owned by the agent"},
+		{"symlinked dir", link, some, "containers is a symlink"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
