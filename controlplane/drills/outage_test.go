@@ -117,6 +117,10 @@ type outageScale struct{ interval, grace, outage time.Duration }
 
 func (s outageScale) window() time.Duration { return 3*s.interval + s.grace }
 
+// drillAgents is how many real agent loops the outage drill runs; its
+// enrollment token is good for that many hosts.
+const drillAgents = 1000
+
 // controlPlaneDown runs the drill with the shipped agent's retry policy at
 // the drill's time scale; maxBackoff > 0 lowers its loop's cap.
 func controlPlaneDown(t *testing.T, sc outageScale, maxBackoff time.Duration, cpArgs []string) {
@@ -131,7 +135,7 @@ func controlPlaneDown(t *testing.T, sc outageScale, maxBackoff time.Duration, cp
 	if err != nil {
 		t.Fatal(err)
 	}
-	enroll, err := ac.CreateEnrollmentToken(ctx, api.EnrollmentTokenRequest{Org: "drill", Role: api.RoleWorkspace})
+	enroll, err := ac.CreateEnrollmentToken(ctx, api.EnrollmentTokenRequest{Org: "drill", Role: api.RoleWorkspace, Uses: drillAgents})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +155,7 @@ func controlPlaneDown(t *testing.T, sc outageScale, maxBackoff time.Duration, cp
 	if err != nil {
 		t.Fatal(err)
 	}
-	const agents = 1000
+	const agents = drillAgents
 	loops := make([]*heartbeat.Loop, agents)
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
