@@ -40,7 +40,7 @@ func Scratch(t testing.TB) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(base) })
-	if err := os.Chmod(base, 0o755); err != nil {
+	if err := chmodOpen(base, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return base
@@ -55,7 +55,7 @@ func Start(t testing.TB, scratch, dir, victim string, uid, gid int) *Attacker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(bin, 0o755); err != nil {
+	if err := chmodOpen(bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, dir, victim)
@@ -140,4 +140,15 @@ func Nobody(t testing.TB) (int, int) {
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	return uid, gid
+}
+
+// chmodOpen sets the mode of the file or directory it opens, by descriptor,
+// never by path: even a test helper running as root does not chmod a path.
+func chmodOpen(path string, mode os.FileMode) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Chmod(mode)
 }
